@@ -1,0 +1,120 @@
+"""The functions behind ``blockfmt.open``, ``create`` and ``probe``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import BlockFormatError, BlockIOError, InvalidOptionError
+from .fileio import OsImageFile
+from .host import PROBE_SIZE, Host, default_host
+from .image import Image
+from .options import coerce_create_options
+
+__all__ = ["create", "open", "probe"]
+
+
+def probe(path: str | os.PathLike[str], *, host: Host | None = None) -> str:
+    """Return the format name of the image at *path*, by its first bytes.
+
+    :raises BlockIOError: when the file cannot be read.
+    """
+    host = host or default_host()
+    file = OsImageFile(os.fspath(path), read_only=True)
+    try:
+        return host.probe(file.pread(min(PROBE_SIZE, file.size()), 0), file.name)
+    finally:
+        file.close()
+
+
+def open(
+    path: str | os.PathLike[str],
+    format: str | None = None,
+    read_only: bool = True,
+    *,
+    options: Mapping[str, Any] | None = None,
+    host: Host | None = None,
+) -> Image:
+    """Open the disk image at *path*.
+
+    :param format: the format name; probed from the file's first bytes when None.
+    :param read_only: refuse writes and never modify the file.
+    :param options: format-specific open options (e.g. VHDX ``log_replay="memory"``).
+    :returns: an :class:`Image`; close it (or use ``with``) to release the file.
+    :raises UnsupportedFormatError: for an unknown format.
+    :raises CorruptImageError: when the image is invalid.
+    :raises BlockIOError: when the file cannot be opened.
+    """
+    host = host or default_host()
+    file = OsImageFile(os.fspath(path), read_only=read_only)
+    try:
+        if format is None:
+            format = host.probe(file.pread(min(PROBE_SIZE, file.size()), 0), file.name)
+        driver = host.open_driver(format, file, read_only, dict(options or {}))
+    except BaseException:
+        file.close()
+        raise
+    return Image(host, format, file, driver, read_only=read_only)
+
+
+def create(
+    path: str | os.PathLike[str],
+    format: str,
+    size: int,
+    *,
+    host: Host | None = None,
+    **options: Any,
+) -> None:
+    """Create a new, empty image of *format* and virtual *size* bytes at *path*.
+
+    Options are the format's ``-o`` options, by their qemu-img names (``block_size=8 << 20``) or
+    QMP names (``**{"block-size": 8 << 20}``); strings are parsed as qemu-img parses them.
+    A regular file is built under a temporary name and renamed into place, so a failed create
+    leaves an existing file at *path* untouched.
+
+    :raises InvalidOptionError: for a bad size or option, with qemu-img's message.
+    :raises UnsupportedFormatError: for an unknown format.
+    """
+    host = host or default_host()
+    spec = host.spec(format)
+    if not isinstance(size, int) or size < 0:
+        raise InvalidOptionError("Image size must be a non-negative integer")
+    typed = coerce_create_options(spec, options)
+    target = os.fspath(path)
+    try:
+        in_place = os.path.exists(target) and not stat.S_ISREG(os.stat(target).st_mode)
+    except OSError as err:
+        raise BlockIOError.from_os_error(err, f"Could not create '{target}'") from err
+    if in_place:
+        file = OsImageFile(target, read_only=False)
+        try:
+            host.create(format, file, size, typed)
+        finally:
+            file.close()
+        return
+    directory = os.path.dirname(os.path.abspath(target))
+    try:
+        fd, temp = tempfile.mkstemp(prefix=".blockfmt-create-", dir=directory)
+    except OSError as err:
+        raise BlockIOError.from_os_error(err, f"Could not create '{target}'") from err
+    os.close(fd)
+    try:
+        file = OsImageFile(temp, read_only=False)
+        file.name = target
+        try:
+            host.create(format, file, size, typed)
+            file.flush()
+        finally:
+            file.close()
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        if isinstance(err, OSError) and not isinstance(err, BlockFormatError):
+            raise BlockIOError.from_os_error(err, f"Could not create '{target}'") from err
+        raise

@@ -1,0 +1,2 @@
+def run() -> None:
+    raise SystemExit(1)

@@ -1,0 +1,181 @@
+"""The file layer under every format plugin.
+
+Plugins never touch ``os`` file descriptors directly; they get an :class:`ImageFile`. That keeps
+positional I/O, short-read handling and :class:`OSError` wrapping in one place, and lets tests slide
+a fault-injecting file (cut after the N-th write or flush) under a plugin to prove crash safety.
+
+Ownership: the host opens and closes the :class:`ImageFile`; a driver must not close it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import functools
+import os
+
+from .errors import BlockIOError, OutOfRangeError
+
+__all__ = ["ImageFile", "OsImageFile"]
+
+
+class ImageFile:
+    """Positional I/O on one image file. Subclass to intercept I/O (fault injection, tracing).
+
+    All offsets and lengths are bytes. Reads beyond end of file return zeros up to the request,
+    as a file system hole would, except where a method says otherwise.
+    """
+
+    name: str
+    read_only: bool
+
+    def preadinto(self, buf: memoryview | bytearray, offset: int) -> int:
+        """Fill *buf* from *offset*; return the number of bytes that came from the file.
+
+        Bytes past end of file are left as they are; callers that need zeros there pass a zeroed buffer
+        or use :meth:`pread`.
+        """
+        raise NotImplementedError
+
+    def pread(self, length: int, offset: int) -> bytes:
+        """Return *length* bytes at *offset*; the part past end of file reads as zeros."""
+        buf = bytearray(length)
+        self.preadinto(buf, offset)
+        return bytes(buf)
+
+    def pread_exact(self, length: int, offset: int, what: str) -> bytes:
+        """Return *length* bytes at *offset* or raise :class:`OutOfRangeError` naming *what*."""
+        buf = bytearray(length)
+        got = self.preadinto(buf, offset)
+        if got != length:
+            raise OutOfRangeError(f"{what} at offset {offset} ends beyond the end of the file")
+        return bytes(buf)
+
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        """Write all of *data* at *offset*."""
+        raise NotImplementedError
+
+    def size(self) -> int:
+        """Current length of the file in bytes."""
+        raise NotImplementedError
+
+    def truncate(self, length: int) -> None:
+        """Set the file length (growing leaves a hole)."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Make every completed write durable (``fdatasync``). Ordering points of the VHDX log."""
+        raise NotImplementedError
+
+    def punch_hole(self, offset: int, length: int) -> None:
+        """Deallocate a range so it reads as zeros; falls back to writing zeros."""
+        zeros = bytes(min(length, 1 << 20))
+        end = offset + length
+        while offset < end:
+            n = min(len(zeros), end - offset)
+            self.pwrite(zeros[:n], offset)
+            offset += n
+
+    def fileno(self) -> int:
+        """OS file descriptor, for zero-copy paths (``copy_file_range``, ``SEEK_DATA``)."""
+        raise OSError(errno.EBADF, "no file descriptor")
+
+    def close(self) -> None:
+        """Release the file. Only the host calls this."""
+
+
+class OsImageFile(ImageFile):
+    """An :class:`ImageFile` over an OS file descriptor."""
+
+    def __init__(self, path: str, *, read_only: bool, create: bool = False) -> None:
+        self.name = path
+        self.read_only = read_only
+        flags = os.O_RDONLY if read_only else os.O_RDWR
+        if create:
+            flags |= os.O_CREAT | os.O_TRUNC
+        flags |= getattr(os, "O_CLOEXEC", 0)
+        try:
+            self._fd: int | None = os.open(path, flags, 0o644)
+        except OSError as err:
+            raise BlockIOError.from_os_error(err, f"Could not open '{path}'") from err
+
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            raise BlockIOError("I/O on a closed image file", errno=errno.EBADF)
+        return self._fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def preadinto(self, buf: memoryview | bytearray, offset: int) -> int:
+        view = memoryview(buf).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                n = os.preadv(self.fd, [view[done:]], offset + done)
+                if n == 0:
+                    break
+                done += n
+        except OSError as err:
+            raise BlockIOError.from_os_error(err, "Could not read image") from err
+        return done
+
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += os.pwritev(self.fd, [view[done:]], offset + done)
+        except OSError as err:
+            raise BlockIOError.from_os_error(err, "Could not write image") from err
+
+    def size(self) -> int:
+        try:
+            return os.fstat(self.fd).st_size
+        except OSError as err:
+            raise BlockIOError.from_os_error(err, "Could not stat image") from err
+
+    def truncate(self, length: int) -> None:
+        try:
+            os.ftruncate(self.fd, length)
+        except OSError as err:
+            raise BlockIOError.from_os_error(err, "Could not resize image file") from err
+
+    def flush(self) -> None:
+        try:
+            os.fdatasync(self.fd)
+        except OSError as err:
+            raise BlockIOError.from_os_error(err, "Could not flush image") from err
+
+    def punch_hole(self, offset: int, length: int) -> None:
+        try:
+            _fallocate_punch(self.fd, offset, length)
+        except OSError:
+            super().punch_hole(offset, length)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _fallocate_punch(fd: int, offset: int, length: int) -> None:
+    """Punch a hole with fallocate(2) (Python has no binding); raises OSError where unsupported."""
+    mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+    res = _libc().fallocate(
+        ctypes.c_int(fd), ctypes.c_int(mode), ctypes.c_int64(offset), ctypes.c_int64(length)
+    )
+    if res != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))

@@ -1,0 +1,107 @@
+"""The hooks a format plugin implements. Every hook, and nothing else, is declared here.
+
+A plugin is a module (or object) with functions marked ``@blockfmt.hookimpl`` and named after
+these specs, registered through the ``blockfmt.formats`` entry-point group::
+
+    [project.entry-points."blockfmt.formats"]
+    myfmt = "myfmt_plugin"
+
+The built-in ``raw`` format, and the ``vhdx`` and ``vdi`` plugins, are registered through that same
+group. An implementation may accept a subset of a spec's arguments (pluggy passes by keyword).
+
+Per-request I/O (the *read* and *write* operations) is not a hook call: :func:`blockfmt_open`
+returns a :class:`~blockfmt.driver.FormatDriver` whose ``readinto``/``write``/``write_zeroes``/
+``discard``/``flush``/``block_status`` methods the image calls directly. Hook dispatch happens once
+per open, so it costs nothing measurable on large or many small requests.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .markers import hookspec
+
+if TYPE_CHECKING:
+    from .driver import CheckResult, FormatDriver, FormatSpec, RepairMode
+    from .fileio import ImageFile
+
+# -------------------------------------------------------------------------
+# Registration hooks: called once when the host starts
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def blockfmt_formats() -> list[FormatSpec]:
+    """Return the formats this plugin provides.
+
+    Called by the host once, after all plugins are loaded. Two plugins returning a format of the
+    same name is an error (:class:`~blockfmt.errors.PluginError`) naming both plugins.
+
+    :returns: the plugin's :class:`~blockfmt.driver.FormatSpec` list (may be empty).
+    """
+
+
+# -------------------------------------------------------------------------
+# Image hooks: called per operation, with the format chosen by the caller or by probing
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def blockfmt_probe(head: bytes, filename: str) -> tuple[str, int] | None:
+    """Say whether the file that starts with *head* looks like one of this plugin's formats.
+
+    Called by the host when no format was given. Every plugin is asked; the highest score wins,
+    as QEMU's ``bdrv_probe`` does. ``raw`` answers 1 to everything, so it only wins when no one
+    else claims the file.
+
+    :param head: the first bytes of the file (up to 2048, fewer for short files).
+    :param filename: the file name, for formats that look at extensions.
+    :returns: ``(format_name, score)`` with score 1..100, or None when not recognised.
+    """
+
+
+@hookspec(firstresult=True)
+def blockfmt_open(
+    format: str, file: ImageFile, read_only: bool, options: dict[str, Any]
+) -> FormatDriver | None:
+    """Open an image of *format* stored in *file*.
+
+    Called by :func:`blockfmt.open`. Return None when *format* is not yours.
+    Stops at first non-None result.
+
+    :param format: the format name.
+    :param file: the opened file; owned by the host, the driver must not close it.
+    :param read_only: whether writes will be refused; a plugin must not modify the file then.
+    :param options: format-specific open options; unknown keys are an error.
+    :returns: a :class:`~blockfmt.driver.FormatDriver`, or None.
+    :raises CorruptImageError: when the image is invalid.
+    :raises UnsupportedFeatureError: when it uses a feature not implemented.
+    :raises InvalidOptionError: for unknown or invalid *options*.
+    """
+
+
+@hookspec(firstresult=True)
+def blockfmt_create(format: str, file: ImageFile, size: int, options: dict[str, Any]) -> bool | None:
+    """Write a new, empty image of *format* and virtual *size* into the empty *file*.
+
+    Called by :func:`blockfmt.create` after it parsed *options* against the format's
+    :class:`~blockfmt.driver.CreateOption` list (values are typed: int sizes, bool flags, str).
+    Return None when *format* is not yours.
+    Stops at first non-None result.
+
+    :returns: True once the image is written.
+    :raises InvalidOptionError: with QEMU's message for invalid sizes or option values.
+    """
+
+
+@hookspec(firstresult=True)
+def blockfmt_check(format: str, driver: FormatDriver, repair: RepairMode) -> CheckResult | None:
+    """Check the consistency of an open image, repairing what *repair* allows.
+
+    Called by :meth:`blockfmt.Image.check`. The image is open read-write when *repair* is not
+    ``RepairMode.NONE``. Return None when *format* is not yours or has no check; the host then
+    raises :class:`~blockfmt.errors.UnsupportedOperationError` as qemu-img does.
+    Stops at first non-None result.
+
+    :returns: a :class:`~blockfmt.driver.CheckResult`.
+    """

@@ -1,0 +1,238 @@
+"""The open image: positional I/O, maintenance operations, and a file-like view.
+
+:class:`Image` is an :class:`io.RawIOBase`, so it drops into ``shutil.copyfileobj``,
+``io.BufferedReader`` and friends; it also offers positional calls (``read_at``/``write_at``)
+that leave the stream position alone.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .driver import CheckResult, Extent, FormatDriver, ImageInfo, RepairMode
+from .errors import OutOfRangeError, ReadOnlyError
+from .fileio import ImageFile
+
+if TYPE_CHECKING:
+    from .host import Host
+
+__all__ = ["Image"]
+
+Buffer = bytes | bytearray | memoryview
+
+
+class Image(io.RawIOBase):
+    """An open disk image of some format.
+
+    Created by :func:`blockfmt.open`; closing it closes the driver and then the file it owns.
+    """
+
+    def __init__(
+        self, host: Host, format: str, file: ImageFile, driver: FormatDriver, *, read_only: bool
+    ) -> None:
+        super().__init__()
+        self._host = host
+        self._file = file
+        self._driver = driver
+        self._read_only = read_only
+        self._pos = 0
+        self._released = False
+        self.format = format
+        self.filename = file.name
+
+    # -- positional interface -------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Virtual disk size in bytes."""
+        return self._driver.size
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    @property
+    def driver(self) -> FormatDriver:
+        """The format driver (for plugin authors and tests)."""
+        return self._driver
+
+    def _check_range(self, offset: int, length: int) -> None:
+        self._checkClosed()
+        if offset < 0 or length < 0 or offset + length > self._driver.size:
+            raise OutOfRangeError(
+                f"request at offset {offset} length {length} is outside the image (size {self._driver.size})"
+            )
+
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise ReadOnlyError(f"image '{self.filename}' is opened read-only")
+
+    def readinto_at(self, offset: int, buf: Buffer) -> int:
+        """Fill *buf* from virtual offset *offset*; the whole range must lie inside the disk.
+
+        :returns: ``len(buf)``.
+        :raises OutOfRangeError: when the range reaches past the end of the disk.
+        """
+        view = memoryview(buf).cast("B")
+        self._check_range(offset, len(view))
+        if view:
+            self._driver.readinto(offset, view)
+        return len(view)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Return *length* bytes from virtual offset *offset*."""
+        buf = bytearray(length)
+        self.readinto_at(offset, buf)
+        return bytes(buf)
+
+    def write_at(self, offset: int, data: Buffer) -> int:
+        """Write *data* at virtual offset *offset*; returns ``len(data)``.
+
+        :raises ReadOnlyError: when opened read-only.
+        :raises OutOfRangeError: when the range reaches past the end of the disk.
+        """
+        view = memoryview(data).cast("B")
+        self._check_range(offset, len(view))
+        self._check_writable()
+        if view:
+            self._driver.write(offset, view)
+        return len(view)
+
+    def write_zeroes(self, offset: int, length: int, *, unmap: bool = False) -> None:
+        """Make a range read as zeros; with *unmap* the format may free the space."""
+        self._check_range(offset, length)
+        self._check_writable()
+        if length:
+            self._driver.write_zeroes(offset, length, unmap=unmap)
+
+    def discard(self, offset: int, length: int) -> None:
+        """Tell the format a range is unused; afterwards it reads as zeros or as before."""
+        self._check_range(offset, length)
+        self._check_writable()
+        if length:
+            self._driver.discard(offset, length)
+
+    def map(self, offset: int = 0, length: int | None = None) -> list[Extent]:
+        """Return the allocation status of a range, adjacent equal extents merged."""
+        if length is None:
+            length = self.size - offset
+        self._check_range(offset, length)
+        return merge_extents(self._driver.block_status(offset, length))
+
+    def info(self) -> ImageInfo:
+        """Format-level facts (cluster size, dirty flag, format-specific details)."""
+        self._checkClosed()
+        return self._driver.info()
+
+    def check(self, repair: RepairMode | str = RepairMode.NONE) -> CheckResult:
+        """Check the image; with ``repair`` ``"leaks"`` or ``"all"`` fix what can be fixed safely.
+
+        :raises UnsupportedOperationError: when the format has no check (raw).
+        :raises ReadOnlyError: when asked to repair an image opened read-only.
+        """
+        self._checkClosed()
+        mode = RepairMode(repair)
+        if mode is not RepairMode.NONE:
+            self._check_writable()
+        return self._host.check(self.format, self._driver, mode)
+
+    def actual_size(self) -> int:
+        """Bytes the image file occupies on disk (qemu-img's "disk size")."""
+        try:
+            return os.fstat(self._file.fileno()).st_blocks * 512
+        except OSError:
+            return self._file.size()
+
+    # -- io.RawIOBase ----------------------------------------------------------
+
+    def readable(self) -> bool:
+        self._checkClosed()
+        return True
+
+    def writable(self) -> bool:
+        self._checkClosed()
+        return not self._read_only
+
+    def seekable(self) -> bool:
+        self._checkClosed()
+        return True
+
+    def tell(self) -> int:
+        self._checkClosed()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._checkClosed()
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}.get(whence)
+        if base is None:
+            raise ValueError(f"invalid whence ({whence})")
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Buffer) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        length = max(0, min(len(view), self.size - self._pos))
+        self.readinto_at(self._pos, view[:length])
+        self._pos += length
+        return length
+
+    def write(self, data: Buffer) -> int:  # type: ignore[override]
+        count = self.write_at(self._pos, data)
+        self._pos += count
+        return count
+
+    def flush(self) -> None:
+        """Make completed writes durable (a no-op for read-only images)."""
+        if self.closed or self._released:
+            return
+        if not self._read_only:
+            self._driver.flush()
+
+    def close(self) -> None:
+        """Flush, close the driver, then the file. Safe to call twice."""
+        if self.closed:
+            return
+        try:
+            try:
+                self.flush()
+            finally:
+                self._driver.close()
+        finally:
+            self._released = True
+            self._file.close()
+            super().close()
+
+    def __repr__(self) -> str:
+        return f"<blockfmt.Image {self.filename!r} format={self.format} size={self.size}>"
+
+
+def merge_extents(extents: Iterator[Extent] | list[Extent]) -> list[Extent]:
+    """Merge neighbours with the same status whose host offsets (if any) continue each other."""
+    merged: list[Extent] = []
+    for ext in extents:
+        if ext.length == 0:
+            continue
+        if merged:
+            last = merged[-1]
+            contiguous_host = (last.host_offset is None and ext.host_offset is None) or (
+                last.host_offset is not None
+                and ext.host_offset is not None
+                and last.host_offset + last.length == ext.host_offset
+            )
+            if (
+                last.offset + last.length == ext.offset
+                and last.data == ext.data
+                and last.zero == ext.zero
+                and contiguous_host
+            ):
+                merged[-1] = Extent(
+                    last.offset, last.length + ext.length, last.data, last.zero, last.host_offset
+                )
+                continue
+        merged.append(ext)
+    return merged

@@ -1,0 +1,124 @@
+"""QEMU's option syntax: sizes with suffixes, ``-o key=value,...`` lists, typed option values.
+
+Messages are qemu-img 7.2's own, so the CLI can print them unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .driver import CreateOption, FormatSpec
+from .errors import InvalidOptionError
+
+__all__ = ["SIZE_SUFFIX_HELP", "coerce_create_options", "parse_option_list", "parse_size"]
+
+_SUFFIXES = {
+    "": 1,
+    "B": 1,
+    "K": 1 << 10,
+    "M": 1 << 20,
+    "G": 1 << 30,
+    "T": 1 << 40,
+    "P": 1 << 50,
+    "E": 1 << 60,
+}
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([bBkKmMgGtTpPeE]?)\s*")
+_SIZE_LIMIT = 1 << 64
+
+SIZE_SUFFIX_HELP = (
+    "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively."
+)
+
+
+def parse_size(text: str) -> int:
+    """Parse a QEMU size (``64M``, ``1.5G``, ``4096``) into bytes.
+
+    :raises ValueError: when *text* is not a size (callers attach the context-specific message).
+    """
+    match = _SIZE_RE.fullmatch(text)
+    if not match:
+        raise ValueError(text)
+    number, suffix = match.groups()
+    unit = _SUFFIXES[suffix.upper()]
+    if "." in number:
+        if unit == 1:
+            raise ValueError(text)  # QEMU refuses fractions of a byte
+        whole, _, frac = number.partition(".")
+        value = int(whole or "0") * unit + (int(frac or "0") * unit) // (10 ** len(frac))
+    else:
+        value = int(number) * unit
+    if value >= _SIZE_LIMIT:
+        raise ValueError(text)
+    return value
+
+
+def parse_option_list(text: str) -> list[tuple[str, str]]:
+    """Split ``key=value,key2=value2`` (``,,`` is a literal comma) into pairs, in order.
+
+    A key without ``=`` is kept with an empty value so that ``help`` can be recognised.
+    """
+    pairs: list[tuple[str, str]] = []
+    for item in re.split(r"(?<!,),(?!,)", text):
+        if not item:
+            continue
+        item = item.replace(",,", ",")
+        key, sep, value = item.partition("=")
+        pairs.append((key, value if sep else ""))
+    return pairs
+
+
+def _coerce(option: CreateOption, value: Any) -> Any:
+    if option.type == "size":
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                raise InvalidOptionError(
+                    f"Parameter '{option.name}' expects a non-negative number below 2^64\n{SIZE_SUFFIX_HELP}"
+                )
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError:
+            raise InvalidOptionError(
+                f"Parameter '{option.name}' expects a non-negative number below 2^64\n{SIZE_SUFFIX_HELP}"
+            ) from None
+    if option.type == "bool":
+        if isinstance(value, bool):
+            return value
+        if value in ("on", "off"):
+            return value == "on"
+        raise InvalidOptionError(f"Parameter '{option.name}' expects 'on' or 'off'")
+    if option.type == "number":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise InvalidOptionError(f"Parameter '{option.name}' expects a number") from None
+    return str(value)
+
+
+def coerce_create_options(
+    spec: FormatSpec, given: Mapping[str, Any] | Iterable[tuple[str, Any]]
+) -> dict[str, Any]:
+    """Turn user-supplied create options into typed values, filling defaults.
+
+    Keys may use the ``-o`` spelling (``log_size``) or the QMP one (``log-size``).
+
+    :returns: every option of *spec*, typed; ``None`` where unset and without default.
+    :raises InvalidOptionError: for unknown keys or badly typed values (qemu-img's messages).
+    """
+    by_name: dict[str, CreateOption] = {}
+    for option in spec.create_options:
+        by_name[option.name] = option
+        if option.blockdev_name:
+            by_name[option.blockdev_name] = option
+    items = given.items() if isinstance(given, Mapping) else given
+    result: dict[str, Any] = {
+        o.name: (None if o.default is None else _coerce(o, o.default)) for o in spec.create_options
+    }
+    for key, value in items:
+        option = by_name.get(key)
+        if option is None:
+            raise InvalidOptionError(f"Invalid parameter '{key}'")
+        result[option.name] = _coerce(option, value)
+    return result

@@ -1,0 +1,96 @@
+"""The built-in ``raw`` format: the virtual disk is the file, byte for byte.
+
+Registered through the ``blockfmt.formats`` entry-point group like any third-party plugin.
+Sparse-aware: ``block_status`` reports holes with ``SEEK_DATA``/``SEEK_HOLE``, write-zeroes with
+unmap punches holes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from .driver import Extent, FormatDriver, FormatSpec
+from .errors import InvalidOptionError
+from .fileio import ImageFile
+from .markers import hookimpl
+
+FORMAT_NAME = "raw"
+RAW_SPEC = FormatSpec(FORMAT_NAME, "Raw disk image: the file is the disk")
+
+
+class RawDriver(FormatDriver):
+    """Virtual offset equals file offset; the disk size is the file size."""
+
+    def __init__(self, file: ImageFile, *, read_only: bool) -> None:
+        super().__init__(file, read_only=read_only)
+        self.size = file.size()
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        got = self.file.preadinto(buf, offset)
+        if got < len(buf):  # the file shrank under us: what is gone reads as zeros
+            buf[got:] = bytes(len(buf) - got)
+
+    def write(self, offset: int, data: memoryview) -> None:
+        self.file.pwrite(data, offset)
+
+    def write_zeroes(self, offset: int, length: int, *, unmap: bool = False) -> None:
+        self.file.punch_hole(offset, length)
+
+    def discard(self, offset: int, length: int) -> None:
+        self.file.punch_hole(offset, length)
+
+    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
+        end = offset + length
+        try:
+            fd = self.file.fileno()
+        except OSError:
+            yield Extent(offset, length, data=True, zero=False, host_offset=offset)
+            return
+        pos = offset
+        while pos < end:
+            try:
+                data_start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as err:
+                if err.errno != errno.ENXIO:  # ENXIO: only a hole remains
+                    yield Extent(pos, end - pos, data=True, zero=False, host_offset=pos)
+                    return
+                data_start = end
+            data_start = min(data_start, end)
+            if data_start > pos:
+                yield Extent(pos, data_start - pos, data=False, zero=True, host_offset=pos)
+            if data_start >= end:
+                return
+            hole_start = min(os.lseek(fd, data_start, os.SEEK_HOLE), end)
+            yield Extent(data_start, hole_start - data_start, data=True, zero=False, host_offset=data_start)
+            pos = hole_start
+
+
+@hookimpl
+def blockfmt_formats() -> list[FormatSpec]:
+    return [RAW_SPEC]
+
+
+@hookimpl
+def blockfmt_probe(head: bytes) -> tuple[str, int]:
+    """Claim everything with the lowest score: raw is the fallback, as in QEMU."""
+    return (FORMAT_NAME, 1)
+
+
+@hookimpl
+def blockfmt_open(format: str, file: ImageFile, read_only: bool, options: dict[str, Any]) -> RawDriver | None:
+    if format != FORMAT_NAME:
+        return None
+    if options:
+        raise InvalidOptionError(f"Invalid parameter '{next(iter(options))}'")
+    return RawDriver(file, read_only=read_only)
+
+
+@hookimpl
+def blockfmt_create(format: str, file: ImageFile, size: int) -> bool | None:
+    if format != FORMAT_NAME:
+        return None
+    file.truncate(size)
+    return True

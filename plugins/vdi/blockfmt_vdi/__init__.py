@@ -1,0 +1,1 @@
+"""blockfmt vdi format plugin."""

@@ -1,0 +1,1 @@
+"""Hook implementations of the vdi format (being written)."""

@@ -1,0 +1,1 @@
+"""blockfmt vhdx format plugin."""
