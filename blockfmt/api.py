@@ -71,7 +71,7 @@ def create(
 ) -> None:
     """Create a new, empty image of *format* and virtual *size* bytes at *path*.
 
-    Options are the format's ``-o`` options, by their qemu-img names (``block_size=8 << 20``) or
+    Options are the format's ``-o`` options other than ``size``, by their qemu-img names (``block_size=8 << 20``) or
     QMP names (``**{"block-size": 8 << 20}``); strings are parsed as qemu-img parses them.
     A regular file is built under a temporary name and renamed into place, so a failed create
     leaves an existing file at *path* untouched.
@@ -84,6 +84,7 @@ def create(
     if not isinstance(size, int) or size < 0:
         raise InvalidOptionError("Image size must be a non-negative integer")
     typed = coerce_create_options(spec, options)
+    typed.pop("size", None)  # the size option is the *size* argument; qemu-img folds ``-o size=`` into it
     target = os.fspath(path)
     try:
         in_place = os.path.exists(target) and not stat.S_ISREG(os.stat(target).st_mode)

@@ -60,7 +60,10 @@ class FormatSpec:
     """A format a plugin provides.
 
     :ivar name: the format name (``-f`` value); unique across installed plugins.
-    :ivar create_options: in the order ``qemu-img create`` prints them in its ``Formatting`` line.
+    :ivar create_options: in the order ``qemu-img create`` prints them in its ``Formatting`` line,
+        starting with ``size`` (whose help text ``-o help`` shows per format). An option is printed
+        there when given or when its ``default`` is not None, so options QEMU shows no default for
+        keep ``default=None`` and the plugin applies its own fallback.
     :ivar plugin_name: filled in by the host: the plugin that registered it.
     """
 

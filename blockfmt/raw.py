@@ -12,13 +12,17 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from .driver import Extent, FormatDriver, FormatSpec
+from .driver import CreateOption, Extent, FormatDriver, FormatSpec
 from .errors import InvalidOptionError
 from .fileio import ImageFile
 from .markers import hookimpl
 
 FORMAT_NAME = "raw"
-RAW_SPEC = FormatSpec(FORMAT_NAME, "Raw disk image: the file is the disk")
+RAW_SPEC = FormatSpec(
+    FORMAT_NAME,
+    "Raw disk image: the file is the disk",
+    (CreateOption("size", "size", "Virtual disk size"),),
+)
 
 
 class RawDriver(FormatDriver):
