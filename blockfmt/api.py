@@ -71,8 +71,9 @@ def create(
 ) -> None:
     """Create a new, empty image of *format* and virtual *size* bytes at *path*.
 
-    Options are the format's ``-o`` options other than ``size``, by their qemu-img names (``block_size=8 << 20``) or
-    QMP names (``**{"block-size": 8 << 20}``); strings are parsed as qemu-img parses them.
+    Options are the format's ``-o`` options other than ``size``, by their qemu-img names
+    (``block_size=8 << 20``) or QMP names (``**{"block-size": 8 << 20}``); strings are parsed
+    as qemu-img parses them.
     A regular file is built under a temporary name and renamed into place, so a failed create
     leaves an existing file at *path* untouched.
 
