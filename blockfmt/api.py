@@ -36,6 +36,7 @@ def open(
     format: str | None = None,
     read_only: bool = True,
     *,
+    force_share: bool = False,
     options: Mapping[str, Any] | None = None,
     host: Host | None = None,
 ) -> Image:
@@ -43,6 +44,8 @@ def open(
 
     :param format: the format name; probed from the file's first bytes when None.
     :param read_only: refuse writes and never modify the file.
+    :param force_share: like qemu-img ``-U``: open read-only without taking QEMU-compatible
+        locks, so an image another process is writing can be inspected.
     :param options: format-specific open options (e.g. VHDX ``log_replay="memory"``).
     :returns: an :class:`Image`; close it (or use ``with``) to release the file.
     :raises UnsupportedFormatError: for an unknown format.
@@ -50,7 +53,7 @@ def open(
     :raises BlockIOError: when the file cannot be opened.
     """
     host = host or default_host()
-    file = OsImageFile(os.fspath(path), read_only=read_only)
+    file = OsImageFile(os.fspath(path), read_only=read_only, force_share=force_share)
     try:
         if format is None:
             format = host.probe(file.pread(min(PROBE_SIZE, file.size()), 0), file.name)

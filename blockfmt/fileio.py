@@ -88,9 +88,12 @@ class ImageFile:
 class OsImageFile(ImageFile):
     """An :class:`ImageFile` over an OS file descriptor."""
 
-    def __init__(self, path: str, *, read_only: bool, create: bool = False) -> None:
+    def __init__(
+        self, path: str, *, read_only: bool, create: bool = False, force_share: bool = False
+    ) -> None:
         self.name = path
         self.read_only = read_only
+        self.force_share = force_share
         flags = os.O_RDONLY if read_only else os.O_RDWR
         if create:
             flags |= os.O_CREAT | os.O_TRUNC
