@@ -16,6 +16,7 @@ import functools
 import os
 
 from .errors import BlockIOError, OutOfRangeError
+from .locking import ImageLock, LockRequest
 
 __all__ = ["ImageFile", "OsImageFile"]
 
@@ -86,7 +87,10 @@ class ImageFile:
 
 
 class OsImageFile(ImageFile):
-    """An :class:`ImageFile` over an OS file descriptor."""
+    """An :class:`ImageFile` over an OS file descriptor.
+
+    :meth:`lock` takes QEMU-compatible image locks (:mod:`blockfmt.locking`); closing releases them.
+    """
 
     def __init__(
         self, path: str, *, read_only: bool, create: bool = False, force_share: bool = False
@@ -102,6 +106,14 @@ class OsImageFile(ImageFile):
             self._fd: int | None = os.open(path, flags, 0o644)
         except OSError as err:
             raise BlockIOError.from_os_error(err, f"Could not open '{path}'") from err
+        self._lock = ImageLock(self._fd, path)
+
+    def lock(self, request: LockRequest) -> None:
+        """Hold *request*'s lock bytes until close, as QEMU does for an open image.
+
+        :raises ImageLockedError: when another process's locks conflict.
+        """
+        self._lock.acquire(request)
 
     @property
     def fd(self) -> int:
