@@ -13,6 +13,7 @@ from .errors import BlockFormatError, BlockIOError, InvalidOptionError
 from .fileio import OsImageFile
 from .host import PROBE_SIZE, Host, default_host
 from .image import Image
+from .locking import CREATE_LOCK, open_lock_request
 from .options import coerce_create_options
 
 __all__ = ["create", "open", "probe"]
@@ -57,6 +58,7 @@ def open(
     try:
         if format is None:
             format = host.probe(file.pread(min(PROBE_SIZE, file.size()), 0), file.name)
+        file.lock(open_lock_request(format, read_only=read_only, force_share=force_share))
         driver = host.open_driver(format, file, read_only, dict(options or {}))
     except BaseException:
         file.close()
@@ -97,6 +99,7 @@ def create(
     if in_place:
         file = OsImageFile(target, read_only=False)
         try:
+            file.lock(CREATE_LOCK)
             host.create(format, file, size, typed)
         finally:
             file.close()
@@ -107,7 +110,9 @@ def create(
     except OSError as err:
         raise BlockIOError.from_os_error(err, f"Could not create '{target}'") from err
     os.close(fd)
+    guard: OsImageFile | None = None
     try:
+        guard = _lock_existing(target)
         file = OsImageFile(temp, read_only=False)
         file.name = target
         try:
@@ -123,3 +128,19 @@ def create(
         if isinstance(err, OSError) and not isinstance(err, BlockFormatError):
             raise BlockIOError.from_os_error(err, f"Could not create '{target}'") from err
         raise
+    finally:
+        if guard is not None:
+            guard.close()
+
+
+def _lock_existing(target: str) -> OsImageFile | None:
+    """Hold qemu-img create's locks on the file *target* names, so an image in use is never replaced."""
+    if not os.path.exists(target):
+        return None
+    file = OsImageFile(target, read_only=True)
+    try:
+        file.lock(CREATE_LOCK)
+    except BaseException:
+        file.close()
+        raise
+    return file
