@@ -1,0 +1,382 @@
+"""The open VHDX image: header choice, log handling at open, the data path and block allocation.
+
+Ordering rules (MS-VHDX §2.2.2, §2.3, §2.5):
+
+* Before the first change after open, both headers get a new FileWriteGuid, and before the first
+  change a reader could see, a new DataWriteGuid.
+* New payload blocks are appended at the end of the file by growing it (the hole reads as zeros,
+  so a partly written block's remainder is zero), the data is written and flushed, and only then
+  are the BAT entries that make it visible written, through the log, in one transaction per request.
+* Every FULLY_PRESENT entry is checked against the file size and the fixed regions before its
+  offset is used, so no read or write goes outside the file or into the metadata.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from blockfmt.driver import Extent, FormatDriver, ImageInfo
+from blockfmt.errors import CorruptImageError, InvalidOptionError, LogReplayRequiredError
+from blockfmt.fileio import ImageFile
+
+from .bat import KIND_DATA, KIND_ZERO, BatGeometry, BatTable, make_entry
+from .constants import (
+    BAT_ENTRY_SIZE,
+    BAT_OFFSET_MASK,
+    FILE_ID_OFFSET,
+    OBJECT_ALIGNMENT,
+    BatState,
+    MiB,
+)
+from .headers import HeaderPair, read_headers
+from .metadata import DiskParameters, read_metadata
+from .regions import FileRegions, check_log_fields, read_regions
+from .structs import FileIdentifier
+
+if TYPE_CHECKING:
+    from .log import LogWriter
+
+__all__ = ["OPEN_OPTIONS", "VhdxDriver"]
+
+#: open options and the values they accept
+OPEN_OPTIONS = {"log_replay": ("memory",)}
+_ENTRY = struct.Struct("<Q")
+_ZEROS = bytes(MiB)
+
+
+def _fill_zeros(view: memoryview) -> None:
+    for pos in range(0, len(view), len(_ZEROS)):
+        chunk = view[pos : pos + len(_ZEROS)]
+        chunk[:] = _ZEROS[: len(chunk)]
+
+
+def _round_up(value: int, unit: int) -> int:
+    return -(-value // unit) * unit
+
+
+def check_open_options(options: Mapping[str, Any]) -> None:
+    """:raises InvalidOptionError: for an unknown key (QEMU's text) or an unsupported value."""
+    for key, value in options.items():
+        allowed = OPEN_OPTIONS.get(key)
+        if allowed is None:
+            raise InvalidOptionError(f"Invalid parameter '{key}'")
+        if value not in allowed:
+            raise InvalidOptionError(f"Parameter '{key}' expects {' or '.join(map(repr, allowed))}")
+
+
+class VhdxDriver(FormatDriver):
+    """One open VHDX image. All I/O goes through :attr:`file` (which may be a log overlay).
+
+    :ivar log_replayed_on_open: a read-write open replayed a log (check counts it as fixed).
+    """
+
+    def __init__(self, file: ImageFile, *, read_only: bool, options: Mapping[str, Any]) -> None:
+        super().__init__(file, read_only=read_only)
+        check_open_options(options)
+        FileIdentifier.parse(file.pread(FileIdentifier.STRUCT.size, FILE_ID_OFFSET))
+        self.headers: HeaderPair = read_headers(file)
+        self._session_guid = uuid.uuid4()
+        self._file_guid_written = False
+        self._data_guid_written = False
+        self.log_replayed_on_open = False
+        check_log_fields(self.headers.current, file.size())
+        if self.headers.current.has_log:
+            self._handle_log(options)
+        self.file_size = self.file.size()
+        self.regions: FileRegions = read_regions(self.file, self.headers.current, self.file_size)
+        self.params: DiskParameters = read_metadata(
+            self.file, self.regions.metadata.file_offset, self.regions.metadata.length
+        )
+        self.geometry: BatGeometry = self.params.geometry
+        self.bat = self._read_bat()
+        self.size = self.params.disk_size
+        self.block_size = self.params.block_size
+        self._alloc_end: int | None = None
+        self._log_writer: LogWriter | None = None
+
+    # -- open -------------------------------------------------------------------------------
+
+    def _handle_log(self, options: Mapping[str, Any]) -> None:
+        """Replay (read-write), overlay (read-only, ``log_replay=memory``) or refuse (§2.3.3)."""
+        from .log import LogOverlayFile, find_log_sequence, replay_log
+
+        header = self.headers.current
+        sequence = find_log_sequence(self.file, header.log_offset, header.log_length, header.log_guid)
+        if sequence is None:
+            return
+        if not self.read_only:
+            replay_log(self.file, sequence)
+            self.headers.update(self.file, file_write_guid=self._session_guid, log_guid=None)
+            self._file_guid_written = True
+            self.log_replayed_on_open = True
+        elif options.get("log_replay") == "memory":
+            self.file = LogOverlayFile(self.file, sequence)
+        else:
+            name = self.file.name
+            raise LogReplayRequiredError(
+                f"VHDX image file '{name}' opened read-only, but contains a log that needs to be replayed",
+                hint=f"To replay the log, run:\nqemu-img check -r all '{name}'",
+            )
+
+    def _read_bat(self) -> BatTable:
+        """Read the BAT entries (not the whole region) in one read bounded by the file size."""
+        length = self.geometry.entry_count * BAT_ENTRY_SIZE
+        region = self.regions.bat
+        if length > region.length:
+            raise CorruptImageError(
+                f"VHDX BAT region ({region.length} bytes) is too small for "
+                f"{self.geometry.entry_count} entries"
+            )
+        if region.file_offset + length > self.file_size:
+            raise CorruptImageError("VHDX BAT lies beyond the end of the file")
+        raw = bytearray(length)
+        self.file.preadinto(raw, region.file_offset)
+        return BatTable(self.geometry, raw)
+
+    # -- block lookup -----------------------------------------------------------------------
+
+    def data_offset(self, block: int) -> int:
+        """File offset of FULLY_PRESENT block *block*, checked against the file and the regions.
+
+        :raises CorruptImageError: with QEMU's text when it points after the end of the file.
+        """
+        index = self.geometry.payload_index(block)
+        offset = self.bat.entries[index] & BAT_OFFSET_MASK
+        end = offset + self.geometry.block_length(block)
+        if offset >= self.file_size:
+            raise CorruptImageError(
+                f"VHDX BAT entry {index} start offset {offset} points after end of file "
+                f"({self.file_size}). Image has probably been truncated."
+            )
+        if end > self.file_size:
+            raise CorruptImageError(
+                f"VHDX BAT entry {index} end offset {end - 1} points after end of file "
+                f"({self.file_size}). Image has probably been truncated."
+            )
+        span = self.regions.overlapping(offset, offset + self.block_size)
+        if span is not None:
+            raise CorruptImageError(f"VHDX BAT entry {index} offset {offset} overlaps the {span.name}")
+        return offset
+
+    def invalid_state_error(self, block: int) -> CorruptImageError:
+        index = self.geometry.payload_index(block)
+        state = self.bat.entries[index] & 0x7
+        return CorruptImageError(f"VHDX BAT entry {index} has invalid state {state}")
+
+    def _segments(self, offset: int, length: int, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+        """Yield ``(virtual_offset, host_offset, length)`` for the data blocks ``[start, end)``
+        clipped to the request, adjacent host ranges merged."""
+        bs = self.block_size
+        lo_limit, hi_limit = offset, offset + length
+        seg: list[int] | None = None
+        for block in range(start, end):
+            lo = max(lo_limit, block * bs)
+            hi = min(hi_limit, (block + 1) * bs)
+            host = self.data_offset(block) + lo - block * bs
+            if seg is not None and seg[1] + seg[2] == host:
+                seg[2] += hi - lo
+                continue
+            if seg is not None:
+                yield seg[0], seg[1], seg[2]
+            seg = [lo, host, hi - lo]
+        if seg is not None:
+            yield seg[0], seg[1], seg[2]
+
+    def _runs(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
+        """Yield ``(kind, first_block, end_block)`` runs covering ``[offset, offset + length)``."""
+        first = offset // self.block_size
+        last = (offset + length - 1) // self.block_size
+        yield from self.bat.runs(first, last + 1)
+
+    # -- read -------------------------------------------------------------------------------
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        bs, length = self.block_size, len(buf)
+        for kind, start, end in self._runs(offset, length):
+            if kind == KIND_ZERO:
+                lo = max(offset, start * bs)
+                hi = min(offset + length, end * bs)
+                _fill_zeros(buf[lo - offset : hi - offset])
+            elif kind == KIND_DATA:
+                for virt, host, n in self._segments(offset, length, start, end):
+                    view = buf[virt - offset : virt - offset + n]
+                    got = self.file.preadinto(view, host)
+                    if got < n:  # the file shrank under us: what is gone reads as zeros
+                        _fill_zeros(view[got:])
+            else:
+                raise self.invalid_state_error(start)
+
+    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
+        """The real allocation: FULLY_PRESENT blocks are data at their host offset, others zeros."""
+        bs = self.block_size
+        for kind, start, end in self._runs(offset, length):
+            if kind == KIND_ZERO:
+                lo = max(offset, start * bs)
+                hi = min(offset + length, end * bs)
+                yield Extent(lo, hi - lo, data=False, zero=True)
+            elif kind == KIND_DATA:
+                for virt, host, n in self._segments(offset, length, start, end):
+                    yield Extent(virt, n, data=True, zero=False, host_offset=host)
+            else:
+                raise self.invalid_state_error(start)
+
+    def info(self) -> ImageInfo:
+        return ImageInfo(
+            cluster_size=self.block_size,
+            format_specific={
+                "subformat": "fixed" if self.params.leave_blocks_allocated else "dynamic",
+                "logical_sector_size": self.params.logical_sector_size,
+                "physical_sector_size": self.params.physical_sector_size,
+            },
+        )
+
+    # -- write ------------------------------------------------------------------------------
+
+    def begin_change(self) -> None:
+        """New FileWriteGuid and DataWriteGuid in both headers before the first visible change."""
+        if self._data_guid_written:
+            return
+        self.headers.update(self.file, file_write_guid=self._session_guid, data_write_guid=uuid.uuid4())
+        self._file_guid_written = self._data_guid_written = True
+
+    def _set_log_guid(self, log_guid: uuid.UUID | None) -> None:
+        """The log writer's callback: LogGuid into both headers, flushed (§2.3)."""
+        self.headers.update(self.file, file_write_guid=self._session_guid, log_guid=log_guid)
+        self._file_guid_written = True
+
+    def _log(self) -> LogWriter:
+        if self._log_writer is None:
+            from .log import LogWriter
+
+            header = self.headers.current
+            self._log_writer = LogWriter(self.file, header.log_offset, header.log_length, self._set_log_guid)
+        return self._log_writer
+
+    def _allocation_end(self) -> int:
+        """Where the next block goes: past the file, every region and every data block, 1 MiB aligned."""
+        if self._alloc_end is None:
+            end = max([self.file_size] + [span.end for span in self.regions.spans])
+            for kind, start, stop in self.bat.runs(0, self.geometry.payload_blocks):
+                if kind == KIND_DATA:
+                    for block in range(start, stop):
+                        offset = self.bat.entries[self.geometry.payload_index(block)] & BAT_OFFSET_MASK
+                        if offset < self.file_size:
+                            end = max(end, offset + self.block_size)
+            self._alloc_end = _round_up(end, OBJECT_ALIGNMENT)
+        return self._alloc_end
+
+    def commit_entries(self, new_entries: dict[int, int]) -> None:
+        """Write the BAT entries of *new_entries* (block -> entry) in one log transaction, then
+        update the in-memory BAT."""
+        if not new_entries:
+            return
+        base = self.regions.bat.file_offset
+        updates: list[tuple[int, bytes]] = []
+        run_start = run_end = -1
+        run = bytearray()
+        for block in sorted(new_entries):
+            index = self.geometry.payload_index(block)
+            if index != run_end:
+                if run:
+                    updates.append((base + run_start * BAT_ENTRY_SIZE, bytes(run)))
+                run, run_start = bytearray(), index
+            run += _ENTRY.pack(new_entries[block])
+            run_end = index + 1
+        updates.append((base + run_start * BAT_ENTRY_SIZE, bytes(run)))
+        self._log().write_transaction(updates)
+        for block, value in new_entries.items():
+            self.bat.set_entry(block, value)
+
+    def write(self, offset: int, data: memoryview) -> None:
+        self.begin_change()
+        bs, length = self.block_size, len(data)
+        new_entries: dict[int, int] = {}
+        segments: list[tuple[int, int, int]] = []
+        for kind, start, end in self._runs(offset, length):
+            if kind == KIND_DATA:
+                segments.extend(self._segments(offset, length, start, end))
+            elif kind == KIND_ZERO:
+                cursor = self._allocation_end()
+                lo = max(offset, start * bs)
+                hi = min(offset + length, end * bs)
+                for block in range(start, end):
+                    new_entries[block] = make_entry(BatState.FULLY_PRESENT, cursor + (block - start) * bs)
+                segments.append((lo, cursor + lo - start * bs, hi - lo))
+                self._alloc_end = cursor + (end - start) * bs
+            else:
+                raise self.invalid_state_error(start)
+        if new_entries:
+            assert self._alloc_end is not None
+            if self._alloc_end > self.file_size:
+                self.file.truncate(self._alloc_end)
+                self.file_size = self._alloc_end
+        for virt, host, n in segments:
+            self.file.pwrite(data[virt - offset : virt - offset + n], host)
+        if new_entries:
+            self.file.flush()
+            self.commit_entries(new_entries)
+
+    def _zero_in_place(self, offset: int, length: int) -> None:
+        """Write zeros over the allocated parts of the range; unallocated parts already read as zero."""
+        if length <= 0:
+            return
+        for kind, start, end in self._runs(offset, length):
+            if kind == KIND_DATA:
+                for _virt, host, n in self._segments(offset, length, start, end):
+                    for pos in range(0, n, len(_ZEROS)):
+                        self.file.pwrite(_ZEROS[: min(len(_ZEROS), n - pos)], host + pos)
+            elif kind != KIND_ZERO:
+                raise self.invalid_state_error(start)
+
+    def _set_whole_blocks(self, offset: int, length: int, state: BatState, only_data: bool) -> None:
+        """Give every block wholly inside the range *state*; zero the partial ends in place when
+        making zeros. Freed payload space is punched out of the file after the BAT is durable."""
+        bs = self.block_size
+        first, end = _round_up(offset, bs) // bs, (offset + length) // bs
+        if offset + length == self.size:
+            end = self.geometry.payload_blocks
+        if first >= end:
+            if state == BatState.ZERO:
+                self._zero_in_place(offset, length)
+            return
+        if state == BatState.ZERO:
+            self._zero_in_place(offset, first * bs - offset)
+            tail = min(end * bs, self.size)
+            self._zero_in_place(tail, offset + length - tail)
+        new_entries: dict[int, int] = {}
+        freed: list[tuple[int, int]] = []
+        for kind, start, stop in self.bat.runs(first, end):
+            if kind == KIND_DATA:
+                run = self._segments(start * bs, (stop - start) * bs, start, stop)
+                freed.extend((host, n) for _virt, host, n in run)
+            elif only_data:
+                continue
+            for block in range(start, stop):
+                if self.bat.state(block) != state:
+                    new_entries[block] = make_entry(state)
+        self.commit_entries(new_entries)
+        for host, n in freed:
+            self.file.punch_hole(host, n)
+
+    def write_zeroes(self, offset: int, length: int, *, unmap: bool = False) -> None:
+        """Whole blocks become ZERO (no allocation); fixed images are zeroed in place (§2.6.2.1)."""
+        self.begin_change()
+        if self.params.leave_blocks_allocated:
+            self._zero_in_place(offset, length)
+        else:
+            self._set_whole_blocks(offset, length, BatState.ZERO, only_data=False)
+
+    def discard(self, offset: int, length: int) -> None:
+        """Allocated whole blocks become UNMAPPED and their space is punched; fixed images keep theirs."""
+        if self.params.leave_blocks_allocated:
+            return
+        self.begin_change()
+        self._set_whole_blocks(offset, length, BatState.UNMAPPED, only_data=True)
+
+    def close(self) -> None:
+        if self._log_writer is not None:
+            self._log_writer.close()
+            self._log_writer = None

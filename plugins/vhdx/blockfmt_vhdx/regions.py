@@ -1,0 +1,120 @@
+"""The region table and the map of every fixed object in the file (MS-VHDX §2.2.3).
+
+Region tables are read from both copies (the first valid one wins). Every object's extent (header
+section, log, BAT, metadata) is validated against alignment, the other objects and the file size,
+so later reads through these offsets can neither overlap each other nor leave the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from blockfmt.errors import CorruptImageError, UnsupportedFeatureError
+from blockfmt.fileio import ImageFile
+
+from .constants import (
+    BAT_REGION_GUID,
+    HEADER_SECTION_SIZE,
+    LOG_ALIGNMENT,
+    LOG_VERSION,
+    METADATA_REGION_GUID,
+    METADATA_TABLE_SIZE,
+    OBJECT_ALIGNMENT,
+    REGION_TABLE_OFFSETS,
+)
+from .structs import Header, RegionTable, RegionTableEntry
+
+__all__ = ["FileRegions", "Span", "check_log_fields", "read_regions"]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A named extent ``[start, end)`` of the image file."""
+
+    name: str
+    start: int
+    end: int
+
+    def overlaps(self, start: int, end: int) -> bool:
+        return start < self.end and self.start < end
+
+
+@dataclass(frozen=True, slots=True)
+class FileRegions:
+    """The BAT and metadata regions and every fixed span of the file, for overlap checks."""
+
+    bat: RegionTableEntry
+    metadata: RegionTableEntry
+    spans: tuple[Span, ...]
+
+    def overlapping(self, start: int, end: int) -> Span | None:
+        """The first fixed span that ``[start, end)`` overlaps, or None."""
+        for span in self.spans:
+            if span.overlaps(start, end):
+                return span
+        return None
+
+
+def check_log_fields(header: Header, file_size: int) -> None:
+    """Validate the log location of the current header, as QEMU does before looking at the log.
+
+    :raises CorruptImageError: when the log is misplaced or of an unknown version (§2.2.2).
+    """
+    if header.log_offset < HEADER_SECTION_SIZE or header.log_offset % LOG_ALIGNMENT:
+        raise CorruptImageError(f"VHDX log offset {header.log_offset} is invalid")
+    if header.log_version != LOG_VERSION:
+        raise CorruptImageError(f"VHDX log version {header.log_version} is not supported")
+    if header.log_length % LOG_ALIGNMENT:
+        raise CorruptImageError(f"VHDX log length {header.log_length} is not a multiple of 1 MiB")
+    if header.has_log and header.log_offset + header.log_length > file_size:
+        raise CorruptImageError("VHDX log lies beyond the end of the file")
+
+
+def _read_table(file: ImageFile) -> RegionTable:
+    first_error: CorruptImageError | None = None
+    for offset in REGION_TABLE_OFFSETS:
+        try:
+            return RegionTable.parse(file.pread(RegionTable.SIZE, offset))
+        except CorruptImageError as err:
+            first_error = first_error or err
+    assert first_error is not None
+    raise first_error
+
+
+def read_regions(file: ImageFile, header: Header, file_size: int) -> FileRegions:
+    """Read the region table and validate every region (§2.2.3.2).
+
+    :raises CorruptImageError: for a missing, duplicate, misaligned, overlapping or out-of-file
+        BAT or metadata region.
+    :raises UnsupportedFeatureError: for an unknown region marked required.
+    """
+    table = _read_table(file)
+    spans = [Span("header section", 0, HEADER_SECTION_SIZE)]
+    if header.log_length:
+        spans.append(Span("log", header.log_offset, header.log_offset + header.log_length))
+    found: dict[object, RegionTableEntry] = {}
+    for entry in table.entries:
+        name = {BAT_REGION_GUID: "BAT", METADATA_REGION_GUID: "metadata"}.get(entry.guid)
+        if name is None:
+            if entry.required:
+                raise UnsupportedFeatureError(f"VHDX region {entry.guid} is required but unknown")
+            continue
+        if entry.guid in found:
+            raise CorruptImageError(f"VHDX region table lists the {name} region twice")
+        if entry.file_offset % OBJECT_ALIGNMENT or entry.length % OBJECT_ALIGNMENT or not entry.length:
+            raise CorruptImageError(f"VHDX {name} region is not aligned to 1 MiB")
+        end = entry.file_offset + entry.length
+        for span in spans:
+            if span.overlaps(entry.file_offset, end):
+                raise CorruptImageError(
+                    f"VHDX region {entry.file_offset}-{end} overlaps with region {span.start}-{span.end}"
+                )
+        found[entry.guid] = entry
+        spans.append(Span(f"{name} region", entry.file_offset, end))
+    for guid, name in ((BAT_REGION_GUID, "BAT"), (METADATA_REGION_GUID, "metadata")):
+        if guid not in found:
+            raise CorruptImageError(f"VHDX region table has no {name} region")
+    metadata = found[METADATA_REGION_GUID]
+    if metadata.length < METADATA_TABLE_SIZE or metadata.file_offset + METADATA_TABLE_SIZE > file_size:
+        raise CorruptImageError("VHDX metadata region lies beyond the end of the file")
+    return FileRegions(found[BAT_REGION_GUID], metadata, tuple(spans))
