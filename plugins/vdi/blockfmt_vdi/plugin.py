@@ -1,1 +1,68 @@
-"""Hook implementations of the vdi format (being written)."""
+"""Hook implementations of the vdi format: thin delegations to the modules that do the work."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from blockfmt.driver import CheckResult, CreateOption, FormatDriver, FormatSpec, RepairMode
+from blockfmt.errors import InvalidOptionError
+from blockfmt.fileio import ImageFile
+from blockfmt.markers import hookimpl
+
+from .check import check_image
+from .constants import FORMAT_NAME, HEADER_STRUCT_SIZE, VDI_SIGNATURE
+from .create import write_new_image
+from .image import VdiDriver
+from .structs import PreHeader
+
+VDI_SPEC = FormatSpec(
+    FORMAT_NAME,
+    "VirtualBox Disk Image (dynamic and static, header v1.1)",
+    (
+        CreateOption("size", "size", "Virtual disk size"),
+        CreateOption(
+            "static", "bool", "VDI static (pre-allocated) image", default=False, blockdev_name="preallocation"
+        ),
+    ),
+)
+_SIGNATURE = struct.Struct("<I")
+_PROBE_SCORE = 100
+
+
+@hookimpl
+def blockfmt_formats() -> list[FormatSpec]:
+    return [VDI_SPEC]
+
+
+@hookimpl
+def blockfmt_probe(head: bytes) -> tuple[str, int] | None:
+    """QEMU's ``vdi_probe``: a whole header sector whose signature matches scores 100."""
+    if len(head) < HEADER_STRUCT_SIZE:
+        return None
+    (signature,) = _SIGNATURE.unpack_from(head, PreHeader.SIZE - 2 * _SIGNATURE.size)
+    return (FORMAT_NAME, _PROBE_SCORE) if signature == VDI_SIGNATURE else None
+
+
+@hookimpl
+def blockfmt_open(format: str, file: ImageFile, read_only: bool, options: dict[str, Any]) -> VdiDriver | None:
+    if format != FORMAT_NAME:
+        return None
+    if options:
+        raise InvalidOptionError(f"Invalid parameter '{next(iter(options))}'")
+    return VdiDriver(file, read_only=read_only)
+
+
+@hookimpl
+def blockfmt_create(format: str, file: ImageFile, size: int, options: dict[str, Any]) -> bool | None:
+    if format != FORMAT_NAME:
+        return None
+    write_new_image(file, size, static=bool(options.get("static")))
+    return True
+
+
+@hookimpl
+def blockfmt_check(format: str, driver: FormatDriver, repair: RepairMode) -> CheckResult | None:
+    if format != FORMAT_NAME or not isinstance(driver, VdiDriver):
+        return None
+    return check_image(driver, repair)

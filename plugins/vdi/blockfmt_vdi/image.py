@@ -1,0 +1,322 @@
+"""VdiDriver: reads and writes the virtual disk of one open VDI image.
+
+Layout (VDICore.h, QEMU ``vdi.c``): a one-sector header, the block map at ``offset_bmap``, and the
+data area at ``offset_data`` holding 1 MiB blocks in allocation order. A virtual block is stored at
+``offset_data + entry * block_size`` where ``entry`` is its block map entry.
+
+Data moves in runs: :meth:`BlockMap.runs` splits a request into stretches of blocks that are either
+unallocated or stored back to back in the file, and each stretch is one ``preadv``/``pwritev``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+
+from blockfmt.driver import Extent, FormatDriver, ImageInfo
+from blockfmt.errors import BlockIOError, CorruptImageError
+from blockfmt.fileio import ImageFile
+
+from .bmap import BlockMap, Run
+from .constants import BMAP_DISCARDED, BMAP_ENTRY_SIZE, HEADER_STRUCT_SIZE
+from .structs import Header
+
+__all__ = ["VdiDriver", "read_header"]
+
+
+def read_header(file: ImageFile) -> Header:
+    """Read and validate the header sector.
+
+    A file shorter than a sector is padded with zeros, as QEMU's file layer does, so a truncated
+    header fails with the same message QEMU gives (e.g. "sector size 0 is not 512").
+    """
+    return Header.parse(file.pread(HEADER_STRUCT_SIZE, 0))
+
+
+class VdiDriver(FormatDriver):
+    """One open VDI image (dynamic or static, header v1.1, 1 MiB blocks).
+
+    :param file: the image file; owned by the host, never closed here.
+    :raises CorruptImageError: for a bad signature or inconsistent sizes.
+    :raises UnsupportedFeatureError: for what QEMU refuses too, and differencing images.
+    """
+
+    def __init__(self, file: ImageFile, *, read_only: bool) -> None:
+        super().__init__(file, read_only=read_only)
+        self.header = read_header(file)
+        self.size = self.header.virtual_size
+        self.block_size = self.header.block_size
+        self.bmap = BlockMap(file, self.header.offset_bmap, self.header.blocks_in_image)
+        self.file_end = file.size()
+        if not read_only:
+            self._check_writable_layout()
+
+    def _check_writable_layout(self) -> None:
+        """Refuse to write where a map update could overwrite the header or block data.
+
+        QEMU opens such images (iotest 084 pokes ``blocks_in_image`` past the end of the map and
+        reads the result); reading them is harmless, writing them is not.
+        """
+        h = self.header
+        bmap_end = h.offset_bmap + h.blocks_in_image * BMAP_ENTRY_SIZE
+        if h.offset_bmap < HEADER_STRUCT_SIZE or bmap_end > h.offset_data:
+            raise CorruptImageError(
+                f"VDI block map [{h.offset_bmap:#x}, {bmap_end:#x}) overlaps the header or the data "
+                f"area at {h.offset_data:#x}; refusing to open it for writing"
+            )
+
+    # -- geometry -------------------------------------------------------------
+
+    def host_offset(self, entry: int) -> int:
+        """Where the block with map entry *entry* starts in the file."""
+        return self.header.offset_data + entry * self.block_size
+
+    def _runs(self, offset: int, length: int) -> Iterator[tuple[Run, int, int]]:
+        """Yield ``(run, start, stop)``: the runs of a request and the virtual bytes each one covers."""
+        first = offset // self.block_size
+        last = (offset + length - 1) // self.block_size
+        end = offset + length
+        for run in self.bmap.runs(first, last - first + 1):
+            start = max(offset, run.first * self.block_size)
+            stop = min(end, (run.first + run.count) * self.block_size)
+            yield run, start, stop
+
+    def _run_host(self, run: Run, start: int) -> int:
+        """File offset of virtual byte *start* inside the allocated *run*."""
+        assert run.entry is not None
+        return self.host_offset(run.entry) + start - run.first * self.block_size
+
+    def _beyond_eof(self, run: Run, start: int) -> CorruptImageError:
+        block = start // self.block_size
+        return CorruptImageError(
+            f"VDI block {block} (block map entry {run.entry}) lies beyond the end of the file"
+        )
+
+    # -- reads ----------------------------------------------------------------
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        """Fill *buf*: one read per run of contiguous blocks; unallocated and discarded blocks read zeros.
+
+        :raises CorruptImageError: when a needed block or map entry lies beyond the end of the file
+            (QEMU would return zeros there; a truncated image is reported rather than papered over).
+        """
+        for run, start, stop in self._runs(offset, len(buf)):
+            view = buf[start - offset : stop - offset]
+            if run.entry is None:
+                view[:] = bytes(len(view))
+                continue
+            got = self.file.preadinto(view, self._run_host(run, start))
+            if got < len(view):
+                raise self._beyond_eof(run, start + got)
+
+    # -- writes ---------------------------------------------------------------
+
+    def _next_free_entry(self) -> int:
+        """Data-area index for the next new block: after the last counted block and after end of file.
+
+        QEMU allocates at ``blocks_allocated``; taking end of file into account too means a wrong
+        count in a damaged image can never make a new block overwrite a live one.
+        """
+        stored = -(-max(0, self.file_end - self.header.offset_data) // self.block_size)
+        return max(self.header.blocks_allocated, stored)
+
+    def _write_count(self, count: int) -> None:
+        self.header = self.header.with_blocks_allocated(count)
+        self.file.pwrite(self.header.pack(), 0)
+
+    def write(self, offset: int, data: memoryview) -> None:
+        """Write *data*, allocating blocks for runs that have none.
+
+        Order, chosen for crash safety with every VDI reader: (1) all block data, new blocks appended
+        at end of file with their zero padding; (2) the header's ``blocks_allocated``; (3) the new map
+        entries, in one write. A crash before (3) leaves only unreferenced space. The count goes
+        before the map because QEMU allocates at ``blocks_allocated``: a count that lagged behind
+        the map would make QEMU's next allocation overwrite a live block.
+
+        :raises CorruptImageError: when an allocated block lies beyond the end of the file; checked
+            before anything is written.
+        """
+        runs = list(self._runs(offset, len(data)))
+        for run, start, stop in runs:
+            if run.entry is not None and self._run_host(run, stop) > self.file_end:
+                raise self._beyond_eof(run, start)
+        next_entry = self._next_free_entry()
+        if next_entry + len(data) // self.block_size + 2 > BMAP_DISCARDED:
+            raise CorruptImageError("VDI data area is full: no block map entry is left for a new block")
+        new_entries: dict[int, int] = {}
+        for run, start, stop in runs:
+            chunk = data[start - offset : stop - offset]
+            if run.entry is not None:
+                self.file.pwrite(chunk, self._run_host(run, start))
+                continue
+            first_block = start // self.block_size
+            count = -(-stop // self.block_size) - first_block
+            self._write_new_blocks(next_entry, first_block * self.block_size, count, start, chunk)
+            for i in range(count):
+                new_entries[first_block + i] = next_entry + i
+            next_entry += count
+        if new_entries:
+            self._write_count(self.header.blocks_allocated + len(new_entries))
+            lo, hi = min(new_entries), max(new_entries)
+            values = [new_entries[i] if i in new_entries else self.bmap.get(i) for i in range(lo, hi + 1)]
+            self.bmap.set_range(lo, values)
+
+    def _write_new_blocks(
+        self, entry: int, block_start: int, count: int, start: int, chunk: memoryview
+    ) -> None:
+        """Store *count* new blocks at data-area index *entry*: *chunk* at virtual *start*, zeros around it.
+
+        Whole blocks go out in a single write straight from the caller's buffer; a partial first or
+        last block is padded in a block-sized buffer of its own.
+        """
+        bs = self.block_size
+        host = self.host_offset(entry)
+        head = start - block_start
+        tail = count * bs - head - len(chunk)
+        if head == 0 and tail == 0:
+            self.file.pwrite(chunk, host)
+        elif count == 1:
+            block = bytearray(bs)
+            block[head : head + len(chunk)] = chunk
+            self.file.pwrite(block, host)
+        else:
+            first = bytearray(bs)
+            first[head:] = chunk[: bs - head]
+            self.file.pwrite(first, host)
+            middle_end = len(chunk) - (bs - tail)
+            self.file.pwrite(chunk[bs - head : middle_end], host + bs)
+            last = bytearray(bs)
+            last[: bs - tail] = chunk[middle_end:]
+            self.file.pwrite(last, host + (count - 1) * bs)
+        self.file_end = max(self.file_end, host + count * bs)
+
+    def write_zeroes(self, offset: int, length: int, *, unmap: bool = False) -> None:
+        """Zero a range without allocating: unallocated and discarded blocks already read as zeros.
+
+        Allocated bytes are zeroed in place (a hole punched in the file); with *unmap*, whole
+        allocated blocks of a dynamic image are discarded instead.
+        """
+        if unmap:
+            self.discard(offset, length)
+        for run, start, stop in self._runs(offset, length):
+            if run.entry is not None:
+                host = self._run_host(run, start)
+                if host + stop - start > self.file_end:
+                    raise self._beyond_eof(run, start)
+                self.file.punch_hole(host, stop - start)
+
+    def discard(self, offset: int, length: int) -> None:
+        """Give back the whole blocks of a range: their entries become ``BMAP_DISCARDED`` (read as zeros).
+
+        Partial blocks are left alone, as the format cannot free less than a block. A static image is
+        preallocated by definition, so discard leaves it as it is (QEMU permits ignoring discards).
+        """
+        if self.header.is_static:
+            return
+        first = -(-offset // self.block_size)
+        stop = (offset + length) // self.block_size
+        if (offset + length) == self.size:
+            stop = -(-self.size // self.block_size)  # the partial last block lies wholly inside the disk
+        if stop <= first:
+            return
+        freed = {
+            run.first + i: run.entry + i
+            for run in self.bmap.runs(first, stop - first)
+            if run.entry is not None
+            for i in range(run.count)
+        }
+        if freed:
+            self._free_blocks(freed)
+
+    def _free_blocks(self, freed: dict[int, int]) -> None:
+        """Mark blocks discarded and keep the data area dense, as VirtualBox does.
+
+        The blocks stored last in the file move into the freed slots, so every entry stays below
+        ``blocks_allocated`` (qemu-img check requires entries below ``blocks_in_image``, and QEMU
+        allocates at ``blocks_allocated``). Order: discarded entries first (a crash leaves free
+        space), then per moved block copy the data, then repoint its entry; then the count; then the
+        file shrinks (only when nothing but the moved blocks lay past the new end).
+        """
+        old_count = self.header.blocks_allocated
+        new_count = old_count - len(freed)
+        for lo, hi in _ranges(sorted(freed)):
+            self.bmap.set_range(lo, [BMAP_DISCARDED] * (hi - lo + 1))
+        dense = new_count >= 0 and self.file_end == self.host_offset(old_count)
+        if not dense or not all(e < old_count for e in freed.values()):
+            # Not the layout QEMU and VirtualBox keep: leave the data where it is, count what is left.
+            self._write_count(max(0, new_count))
+            return
+        holes = sorted(e for e in freed.values() if e < new_count)
+        movers = sorted(set(range(new_count, old_count)) - set(freed.values()))
+        owners = self.bmap.owners(movers)
+        for entry, hole in zip(movers, holes, strict=True):
+            block = self.file.pread_exact(self.block_size, self.host_offset(entry), "VDI block")
+            self.file.pwrite(block, self.host_offset(hole))
+            for virtual in owners.get(entry, ()):
+                self.bmap.set_range(virtual, [hole])
+        self._write_count(new_count)
+        self.file.truncate(self.host_offset(new_count))
+        self.file_end = self.host_offset(new_count)
+
+    # -- status and info -------------------------------------------------------
+
+    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
+        """Allocation status as QEMU's ``vdi_co_block_status`` gives it, whole runs at a time.
+
+        Allocated blocks are data at their file offset; unallocated and discarded ones read as
+        zeros. For static images QEMU also asks the file (``BDRV_BLOCK_RECURSE``), so holes in the
+        preallocated area are reported as zero data, which is done here with ``SEEK_HOLE``.
+        """
+        for run, start, stop in self._runs(offset, length):
+            if run.entry is None:
+                yield Extent(start, stop - start, data=False, zero=True)
+            elif self.header.is_static:
+                yield from self._file_extents(start, stop - start, self._run_host(run, start))
+            else:
+                host = self._run_host(run, start)
+                yield Extent(start, stop - start, data=True, zero=False, host_offset=host)
+
+    def _file_extents(self, start: int, length: int, host: int) -> Iterator[Extent]:
+        """Split data at *host* into file data and file holes (zero data)."""
+        try:
+            fd = self.file.fileno()
+        except OSError:
+            yield Extent(start, length, data=True, zero=False, host_offset=host)
+            return
+        end = host + length
+        pos = host
+        while pos < end:
+            data_at = _seek(fd, pos, os.SEEK_DATA, end)
+            if data_at > pos:
+                yield Extent(start + pos - host, data_at - pos, data=True, zero=True, host_offset=pos)
+            if data_at >= end:
+                return
+            hole_at = _seek(fd, data_at, os.SEEK_HOLE, end)
+            length_data = hole_at - data_at
+            yield Extent(start + data_at - host, length_data, data=True, zero=False, host_offset=data_at)
+            pos = hole_at
+
+    def info(self) -> ImageInfo:
+        return ImageInfo(cluster_size=self.block_size)
+
+
+def _seek(fd: int, pos: int, whence: int, end: int) -> int:
+    """``lseek`` for ``SEEK_DATA``/``SEEK_HOLE``, capped at *end*; no more data past *pos* gives *end*."""
+    try:
+        return min(os.lseek(fd, pos, whence), end)
+    except OSError as err:
+        if err.errno == errno.ENXIO:
+            return end
+        raise BlockIOError.from_os_error(err, "Could not query the image file's allocation") from err
+
+
+def _ranges(values: list[int]) -> Iterator[tuple[int, int]]:
+    """Group sorted integers into inclusive ``(lo, hi)`` runs of consecutive values."""
+    lo = prev = values[0]
+    for value in values[1:]:
+        if value != prev + 1:
+            yield lo, prev
+            lo = value
+        prev = value
+    yield lo, prev
