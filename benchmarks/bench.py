@@ -1,0 +1,362 @@
+"""Side-by-side benchmark of blockfmt against qemu-img / qemu-io 7.2 (``tox -e bench``).
+
+Every case runs the qemu command and the equivalent blockfmt operation in the same run,
+interleaved repeat by repeat, after one untimed warm-up of each (warm page cache), and reports
+the median of ``--repeat`` runs (default 5).
+
+How the two sides are measured:
+
+* qemu: wall time of the ``qemu-img``/``qemu-io`` process (its start costs about 5 ms).
+* blockfmt: ``worker.py`` runs the same requests in a fresh Python process and reports the time
+  of the operation itself, plugin loading included but interpreter start and ``import blockfmt``
+  excluded (about 100-150 ms that no format work is done in). The table also shows that process's
+  whole wall time (``bf proc``), so nothing is hidden; ``ratio`` = blockfmt operation / qemu
+  process, ``ratio proc`` = blockfmt process / qemu process.
+
+Cases (sizes for the full run; ``--quick`` shrinks them):
+
+* ``convert A->B sparse``: 2 GiB disk, 1 GiB of data in 8 MiB runs at random 8 MiB slots;
+  ``convert A->B full``: 1 GiB written everywhere. qemu runs ``qemu-img convert -t writeback``,
+  which flushes the target before exiting as blockfmt always does (qemu-img's default cache mode
+  for convert, ``unsafe``, skips that flush). Source images of formats other than raw are made by
+  ``qemu-img convert`` from the raw sources, so both sides read the same files.
+* ``read FMT``: sequential 1 MiB reads of the whole full image: one ``qemu-io -r -c "read OFF 1M"``
+  per MiB in one process, against a ``readinto_at`` loop into one buffer.
+* ``write4k FMT`` / ``write64k FMT``: allocating writes into a fresh image made by ``qemu-img
+  create`` (default options, 64 GiB): ``qemu-img bench -w -t writeback -d 1 -c COUNT -s SIZE -S
+  STEP --pattern=0xa5``, STEP the format's block size so every write allocates a new block, and
+  the same offsets written with ``write_at`` (queue depth 1: blockfmt is synchronous). Page cache
+  on both sides (``-t none`` would be O_DIRECT for qemu only); both flush at close.
+* ``open FMT 64T``: ``qemu-img info`` against open + info + close of a 64 TiB image made by
+  ``qemu-img create`` (raw: 8 TiB, as ext4 caps a file at 16 TiB); peak RSS of each process as
+  GNU time reports it (see :func:`run_process` for why not ``RUSAGE_CHILDREN``).
+
+``--check`` exits 1 when a target is missed: ratio <= 1.0 for convert and sequential reads, and
+for VHDX allocating writes; open below 0.2 s (operation time) and below 100 MiB peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+TiB = 1 << 40
+
+WORKER = Path(__file__).resolve().with_name("worker.py")
+FORMATS = ("raw", "vhdx", "vdi")
+#: the request size of the sequential read case
+READ_REQUEST = 1 * MiB
+#: the size of the data runs scattered over the sparse source
+SPARSE_RUN = 8 * MiB
+OPEN_SIZE = 64 * TiB
+#: a raw disk is a file of its size, and ext4 caps files at 16 TiB
+OPEN_SIZE_RAW = 8 * TiB
+WRITE_DISK_SIZE = 64 * GiB
+WRITE_PATTERN = "0xa5"
+#: targets checked by ``--check``
+MAX_RATIO = 1.0
+MAX_OPEN_SECONDS = 0.2
+MAX_OPEN_RSS = 100 * MiB
+#: qemu-img info's "cluster_size" gives the allocation unit; raw has none (a file system block)
+RAW_WRITE_STEP = 1 * MiB
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Data volumes of one run."""
+
+    sparse_disk: int
+    sparse_data: int
+    full_disk: int
+    write_count: int
+
+
+FULL_SIZES = Sizes(sparse_disk=2 * GiB, sparse_data=1 * GiB, full_disk=1 * GiB, write_count=1000)
+QUICK_SIZES = Sizes(sparse_disk=128 * MiB, sparse_data=64 * MiB, full_disk=32 * MiB, write_count=32)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed run of one side."""
+
+    seconds: float  # what the ratio uses
+    process_seconds: float
+    max_rss: int  # bytes
+
+
+@dataclass
+class Case:
+    """A named workload with its qemu command, its blockfmt worker call and optional target."""
+
+    name: str
+    qemu: list[str]
+    worker: list[str]
+    prepare: Callable[[], object] = lambda: None
+    ratio_target: float | None = None
+    open_target: bool = False
+    qemu_samples: list[Sample] = field(default_factory=list)
+    blockfmt_samples: list[Sample] = field(default_factory=list)
+
+
+def run_process(argv: Sequence[str]) -> tuple[float, int, str]:
+    """Run *argv*; return its wall time, its own peak RSS in bytes, and its stdout.
+
+    The peak RSS comes from GNU time when installed: Linux carries a process's peak RSS across
+    ``exec``, so a child forked straight from this (larger) Python process would report at least
+    this process's RSS; GNU time forks from its own tiny image. Without it, the child's rusage from
+    ``os.wait4`` is used, an upper bound.
+    """
+    env = dict(os.environ, LC_ALL="C", LANG="C")
+    gnu_time = shutil.which("time", path="/usr/bin:/bin")
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile() as rss,
+    ):
+        command = [gnu_time, "-f", "%M", "-o", rss.name, *argv] if gnu_time else list(argv)
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)  # reap it ourselves to get this child's own rusage
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            message = err.read().decode(errors="replace")
+            raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {message}")
+        max_rss_kib = int(rss.read().split()[-1]) if gnu_time else usage.ru_maxrss
+        return elapsed, max_rss_kib * KiB, out.read().decode()
+
+
+def run_side(argv: Sequence[str], *, worker: bool) -> Sample:
+    elapsed, rss, out = run_process(argv)
+    seconds = json.loads(out.strip().splitlines()[-1])["seconds"] if worker else elapsed
+    return Sample(seconds, elapsed, rss)
+
+
+def quiet_run(argv: Sequence[str]) -> str:
+    return run_process(argv)[2]
+
+
+class Bench:
+    """Builds the source images once, then runs every case."""
+
+    def __init__(self, workdir: Path, sizes: Sizes, formats: Sequence[str], tools: dict[str, str]) -> None:
+        self.dir = workdir
+        self.sizes = sizes
+        self.formats = formats
+        self.img, self.io = tools["qemu-img"], tools["qemu-io"]
+        self.python = sys.executable
+
+    # -- sources --------------------------------------------------------------
+
+    def path(self, name: str) -> str:
+        return str(self.dir / name)
+
+    def make_raw_sources(self) -> None:
+        """Write the sparse and the full raw source with incompressible data."""
+        rng = random.Random(20240601)
+        block = bytearray(rng.randbytes(SPARSE_RUN))
+        slots = self.sizes.sparse_disk // SPARSE_RUN
+        chosen = sorted(rng.sample(range(slots), self.sizes.sparse_data // SPARSE_RUN))
+        with open(self.path("sparse.raw"), "wb") as f:
+            f.truncate(self.sizes.sparse_disk)
+            for slot in chosen:
+                block[:8] = slot.to_bytes(8, "little")
+                os.pwrite(f.fileno(), block, slot * SPARSE_RUN)
+        with open(self.path("full.raw"), "wb") as f:
+            for index in range(self.sizes.full_disk // SPARSE_RUN):
+                block[:8] = (index | 1 << 63).to_bytes(8, "little")
+                f.write(block)
+
+    def make_format_sources(self, fmt: str) -> None:
+        for layout in ("sparse", "full"):
+            target = self.path(f"{layout}.{fmt}")
+            quiet_run([self.img, "convert", "-f", "raw", "-O", fmt, self.path(f"{layout}.raw"), target])
+        quiet_run([self.img, "create", "-q", "-f", fmt, self.path(f"open.{fmt}"), str(OPEN_SIZE)])
+
+    def block_size(self, fmt: str) -> int:
+        """The allocation unit qemu-img reports for a fresh write-case image."""
+        info = json.loads(quiet_run([self.img, "info", "--output=json", self.path(f"fresh.{fmt}")]))
+        return int(info.get("cluster-size") or RAW_WRITE_STEP)
+
+    # -- cases ----------------------------------------------------------------
+
+    def worker(self, *args: str) -> list[str]:
+        return [self.python, str(WORKER), *args]
+
+    def convert_case(self, src_fmt: str, dst_fmt: str, layout: str) -> Case:
+        src, dst = self.path(f"{layout}.{src_fmt}"), self.path(f"out-{layout}.{dst_fmt}")
+        return Case(
+            f"convert {src_fmt}->{dst_fmt} {layout}",
+            [self.img, "convert", "-t", "writeback", "-f", src_fmt, "-O", dst_fmt, src, dst],
+            self.worker("convert", src, src_fmt, dst, dst_fmt),
+            prepare=lambda: Path(dst).unlink(missing_ok=True),
+            ratio_target=MAX_RATIO,
+        )
+
+    def read_case(self, fmt: str) -> Case:
+        src = self.path(f"full.{fmt}")
+        commands = [
+            arg for off in range(0, self.sizes.full_disk, READ_REQUEST) for arg in ("-c", f"read {off} 1M")
+        ]
+        return Case(
+            f"read {fmt} 1M seq",
+            [self.io, "-r", "-f", fmt, *commands, src],
+            self.worker("read", src, fmt, str(READ_REQUEST)),
+            ratio_target=MAX_RATIO,
+        )
+
+    def write_case(self, fmt: str, request: int) -> Case:
+        path = self.path(f"fresh.{fmt}")
+        fresh = [self.img, "create", "-q", "-f", fmt, path, str(WRITE_DISK_SIZE)]
+        quiet_run(fresh)
+        step = self.block_size(fmt)
+        count = min(self.sizes.write_count, WRITE_DISK_SIZE // step)
+        bench = [self.img, "bench", "-q", "-w", "-t", "writeback", "-d", "1", "-f", fmt]
+        bench += ["-c", str(count), "-s", str(request), "-S", str(step), f"--pattern={WRITE_PATTERN}", path]
+        return Case(
+            f"write{request // KiB}k {fmt} x{count}",
+            bench,
+            self.worker("write", path, fmt, str(request), str(step), str(count)),
+            prepare=lambda: quiet_run(fresh),
+            ratio_target=MAX_RATIO if fmt == "vhdx" else None,
+        )
+
+    def open_case(self, fmt: str) -> Case:
+        path = self.path(f"open.{fmt}")
+        return Case(
+            f"open {fmt} {(OPEN_SIZE_RAW if fmt == 'raw' else OPEN_SIZE) // TiB}T",
+            [self.img, "info", "-f", fmt, path],
+            self.worker("open", path, fmt),
+            open_target=True,
+        )
+
+    def cases(self) -> list[Case]:
+        self.make_raw_sources()
+        cases = []
+        for fmt in self.formats:
+            if fmt != "raw":
+                self.make_format_sources(fmt)
+            else:
+                quiet_run([self.img, "create", "-q", "-f", "raw", self.path("open.raw"), str(OPEN_SIZE_RAW)])
+            for layout in ("sparse", "full"):
+                cases.append(self.convert_case(fmt, "raw", layout))
+                if fmt != "raw":
+                    cases.append(self.convert_case("raw", fmt, layout))
+            cases.append(self.read_case(fmt))
+            cases.extend(self.write_case(fmt, request) for request in (4 * KiB, 64 * KiB))
+            cases.append(self.open_case(fmt))
+        return cases
+
+
+def run_case(case: Case, repeat: int) -> None:
+    """Warm up each side once, then alternate qemu and blockfmt *repeat* times."""
+    for timed in range(repeat + 1):
+        for argv, samples, worker in (
+            (case.qemu, case.qemu_samples, False),
+            (case.worker, case.blockfmt_samples, True),
+        ):
+            case.prepare()
+            sample = run_side(argv, worker=worker)
+            if timed:
+                samples.append(sample)
+
+
+def median(samples: list[Sample], attr: str) -> float:
+    return statistics.median(getattr(s, attr) for s in samples)
+
+
+def verdict(case: Case) -> str:
+    """'' when the case meets its target (or has none), else what it missed."""
+    bf, qemu = median(case.blockfmt_samples, "seconds"), median(case.qemu_samples, "seconds")
+    if case.ratio_target is not None and bf / qemu > case.ratio_target:
+        return f"ratio > {case.ratio_target}"
+    if case.open_target:
+        misses = []
+        if bf >= MAX_OPEN_SECONDS:
+            misses.append(f">= {MAX_OPEN_SECONDS} s")
+        if max(s.max_rss for s in case.blockfmt_samples) >= MAX_OPEN_RSS:
+            misses.append(f"RSS >= {MAX_OPEN_RSS // MiB} MiB")
+        return ", ".join(misses)
+    return ""
+
+
+def render(cases: list[Case], repeat: int) -> str:
+    head = (
+        f"{'case':<28} {'qemu s':>8} {'bf op s':>8} {'bf proc':>8} {'ratio':>6} {'r proc':>6} "
+        f"{'qemu RSS':>9} {'bf RSS':>8}  target"
+    )
+    lines = [f"median of {repeat} runs, warm page cache", head, "-" * len(head)]
+    for case in cases:
+        qemu = median(case.qemu_samples, "seconds")
+        bf, bf_proc = (
+            median(case.blockfmt_samples, "seconds"),
+            median(case.blockfmt_samples, "process_seconds"),
+        )
+        q_rss = max(s.max_rss for s in case.qemu_samples) // MiB
+        b_rss = max(s.max_rss for s in case.blockfmt_samples) // MiB
+        missed = verdict(case)
+        target = "MISSED: " + missed if missed else ("ok" if case.ratio_target or case.open_target else "-")
+        lines.append(
+            f"{case.name:<28} {qemu:8.3f} {bf:8.3f} {bf_proc:8.3f} {bf / qemu:6.2f} {bf_proc / qemu:6.2f} "
+            f"{q_rss:7d}Mi {b_rss:6d}Mi  {target}"
+        )
+    return "\n".join(lines)
+
+
+def find_tools() -> dict[str, str]:
+    tools = {}
+    for name, env in (("qemu-img", "QEMU_IMG_PROG"), ("qemu-io", "QEMU_IO_PROG")):
+        found = os.environ.get(env) or shutil.which(name)
+        if not found:
+            raise SystemExit(f"bench: {name} not found (apt-get install qemu-utils)")
+        tools[name] = found
+    return tools
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per side (median; default 5)")
+    parser.add_argument("--quick", action="store_true", help="small images, a smoke run")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated (default: all)")
+    parser.add_argument("--only", default="", help="regular expression: run only the cases it matches")
+    parser.add_argument("--workdir", help="where the images go (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    formats = [f for f in args.formats.split(",") if f]
+    unknown = set(formats) - set(FORMATS)
+    if unknown or args.repeat < 1:
+        parser.error(f"unknown formats {sorted(unknown)}" if unknown else "--repeat must be at least 1")
+    tools = find_tools()
+    with tempfile.TemporaryDirectory(prefix="blockfmt-bench-", dir=args.workdir) as workdir:
+        bench = Bench(Path(workdir), QUICK_SIZES if args.quick else FULL_SIZES, formats, tools)
+        cases = [c for c in bench.cases() if re.search(args.only, c.name)]
+        for case in cases:
+            run_case(case, args.repeat)
+            print(f"  done: {case.name}", file=sys.stderr, flush=True)
+    print(render(cases, args.repeat))
+    missed = [c.name for c in cases if verdict(c)]
+    if args.check and missed:
+        print(f"bench: targets missed: {', '.join(missed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
