@@ -109,7 +109,7 @@ class BatTable:
         self.geometry = geometry
         self.raw = raw
         self.entries = memoryview(raw).cast("Q")
-        low = bytes(raw[0::BAT_ENTRY_SIZE]).translate(_KIND_TABLE)
+        low = raw[0::BAT_ENTRY_SIZE].translate(_KIND_TABLE)
         stride = geometry.chunk_ratio + 1
         self.kinds = bytearray().join(low[i : i + geometry.chunk_ratio] for i in range(0, len(low), stride))
 
