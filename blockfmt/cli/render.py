@@ -1,0 +1,369 @@
+"""qemu-img's and qemu-io's exact output texts, as pure functions from values to strings.
+
+Nothing here does I/O or knows a format: the commands in :mod:`blockfmt.cli.img` and
+:mod:`blockfmt.cli.io` hand over library values (:class:`~blockfmt.ImageInfo`,
+:class:`~blockfmt.CheckResult`, :class:`~blockfmt.Extent`) and print what comes back.
+
+QEMU prints JSON from a ``QDict``, a 512-bucket hash table, so the key order of ``--output=json``
+is the bucket order of QEMU's ``tdb_hash`` (keys in one bucket come newest first). That order is
+reproduced by :func:`qdict_order` instead of being hard-coded per command, so new keys land where
+QEMU would put them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..driver import CheckResult, CreateOption, Extent, FormatSpec
+
+__all__ = [
+    "MAP_HUMAN_HEADER",
+    "InfoFacts",
+    "check_human",
+    "check_json",
+    "check_repaired",
+    "dump_buffer",
+    "formatting_line",
+    "info_human",
+    "info_json",
+    "io_report",
+    "map_human",
+    "map_json",
+    "option_help",
+    "progress",
+    "qdict_order",
+    "qobject_json",
+    "size_to_str",
+]
+
+#: QDICT_BUCKET_MAX in qobject/qdict.c
+QDICT_BUCKETS = 512
+_U32 = 0xFFFFFFFF
+
+#: how ``-o help`` names each CreateOption type (QEMU's ``opt_type_to_string``)
+OPTION_TYPE_NAMES = {"size": "size", "bool": "bool (on/off)", "number": "num", "string": "str"}
+#: ``-o help`` pads ``  name=<type>`` to this width before `` - help``
+OPTION_HELP_COLUMN = 24
+PROTOCOL_OPTIONS_NOTE = (
+    "\nThe protocol level may support further options.\n"
+    "Specify the target filename to include those options.\n"
+)
+
+#: units of ``size_to_str`` (qemu's util/cutils.c), one per power of 1024
+_SIZE_UNITS = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+#: units of qemu-io's ``cvtstr``, largest first, with their byte values
+_IO_UNITS = (
+    ("EiB", 1 << 60),
+    ("PiB", 1 << 50),
+    ("TiB", 1 << 40),
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+)
+#: bytes per line of qemu-io ``read -v``
+DUMP_LINE_BYTES = 16
+NANOSECONDS = 1_000_000_000
+SECONDS_PER_MINUTE = 60
+SECONDS_PER_HOUR = 3600
+
+
+# -------------------------------------------------------------------------
+# JSON as QEMU's qobject layer writes it
+# -------------------------------------------------------------------------
+
+
+def _tdb_hash(key: str) -> int:
+    """QEMU's ``tdb_hash`` (qobject/qdict.c), with C's 32-bit unsigned wrap-around."""
+    raw = key.encode()
+    value = (0x238F13AF * len(raw)) & _U32
+    for i, byte in enumerate(raw):
+        value = (value + (byte << (i * 5 % 24))) & _U32
+    return (1103515243 * value + 12345) & _U32
+
+
+def qdict_order(keys: Sequence[str]) -> list[str]:
+    """Return *keys* (given in insertion order) in the order a QEMU ``QDict`` iterates them."""
+    position = {key: i for i, key in enumerate(keys)}
+    return sorted(keys, key=lambda k: (_tdb_hash(k) % QDICT_BUCKETS, -position[k]))
+
+
+def qobject_json(fields: dict[str, Any]) -> str:
+    """A flat dict as ``qobject_to_json_pretty`` prints it (4-space indent, QDict key order)."""
+    lines = [f"    {json.dumps(key)}: {_json_scalar(fields[key])}" for key in qdict_order(list(fields))]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def _json_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(str(value))
+
+
+# -------------------------------------------------------------------------
+# qemu-img create
+# -------------------------------------------------------------------------
+
+
+def option_help(spec: FormatSpec) -> str:
+    """``qemu-img create -f fmt -o help`` without a file name: lines sorted as strings."""
+    lines = []
+    for option in spec.create_options:
+        line = f"  {option.name}=<{OPTION_TYPE_NAMES.get(option.type, option.type)}>"
+        if option.help:
+            line = f"{line:<{OPTION_HELP_COLUMN}} - {option.help}"
+        lines.append(line)
+    body = "".join(f"{line}\n" for line in sorted(lines, key=lambda s: s.encode()))
+    return f"Supported {spec.name} options:\n{body}{PROTOCOL_OPTIONS_NOTE}"
+
+
+def formatting_line(filename: str, spec: FormatSpec, values: dict[str, Any], given: Iterable[str]) -> str:
+    """``Formatting '<file>', fmt=<fmt> size=... opt=...`` as ``bdrv_img_create`` prints it.
+
+    An option appears when the user gave it or when it has a default, in the format's order.
+
+    :param values: typed values of every option (``size`` included).
+    :param given: names of the options the user set.
+    """
+    given = set(given)
+    parts = [f"fmt={spec.name}"]
+    for option in spec.create_options:
+        if option.name in given or option.default is not None:
+            parts.append(f"{option.name}={_option_value(option, values[option.name])}")
+    return f"Formatting '{filename}', {' '.join(parts)}\n"
+
+
+def _option_value(option: CreateOption, value: Any) -> str:
+    if option.type == "bool":
+        return "on" if value else "off"
+    if option.type == "string":
+        return f"'{value}'"
+    return str(value)
+
+
+# -------------------------------------------------------------------------
+# qemu-img info
+# -------------------------------------------------------------------------
+
+
+def size_to_str(value: int) -> str:
+    """QEMU's ``size_to_str``: three significant digits, switching unit at 1000 of the smaller."""
+    _, exponent = math.frexp(value / (1000.0 / 1024.0))
+    index = int((exponent - 1) / 10)  # C division truncates toward zero (value 0 gives index 0)
+    return f"{value / (1 << (index * 10)):0.3g} {_SIZE_UNITS[index]}B"
+
+
+@dataclass(frozen=True, slots=True)
+class InfoFacts:
+    """What ``qemu-img info`` shows about an open image.
+
+    :ivar actual_size: bytes on disk, None when unknown (printed as ``unavailable``).
+    :ivar cluster_size: None or 0 when the format has none (raw): the line is left out.
+    """
+
+    filename: str
+    format: str
+    virtual_size: int
+    actual_size: int | None
+    cluster_size: int | None
+    dirty: bool
+
+
+def info_human(facts: InfoFacts) -> str:
+    """``qemu-img info`` human output (``bdrv_image_info_dump``)."""
+    disk = "unavailable" if facts.actual_size is None else size_to_str(facts.actual_size)
+    text = (
+        f"image: {facts.filename}\nfile format: {facts.format}\n"
+        f"virtual size: {size_to_str(facts.virtual_size)} ({facts.virtual_size} bytes)\ndisk size: {disk}\n"
+    )
+    if facts.cluster_size:
+        text += f"cluster_size: {facts.cluster_size}\n"
+    if facts.dirty:
+        text += "cleanly shut down: no\n"
+    return text
+
+
+def info_json(facts: InfoFacts) -> str:
+    """``qemu-img info --output=json``: ImageInfo members in QAPI insertion order, absent ones left out."""
+    fields: dict[str, Any] = {"filename": facts.filename, "format": facts.format, "dirty-flag": facts.dirty}
+    if facts.actual_size is not None:
+        fields["actual-size"] = facts.actual_size
+    fields["virtual-size"] = facts.virtual_size
+    if facts.cluster_size:
+        fields["cluster-size"] = facts.cluster_size
+    return qobject_json(fields)
+
+
+# -------------------------------------------------------------------------
+# qemu-img check
+# -------------------------------------------------------------------------
+
+
+def check_repaired(result: CheckResult) -> str:
+    """The block qemu-img prints after a repair, before checking again (070.out)."""
+    return (
+        "The following inconsistencies were found and repaired:\n\n"
+        f"    {result.leaks_fixed} leaked clusters\n"
+        f"    {result.corruptions_fixed} corruptions\n\n"
+        "Double checking the fixed image now...\n"
+    )
+
+
+def check_human(result: CheckResult) -> str:
+    """``dump_human_image_check``."""
+    if result.clean:
+        text = "No errors were found on the image.\n"
+    else:
+        text = ""
+        if result.corruptions:
+            text += (
+                f"\n{result.corruptions} errors were found on the image.\n"
+                "Data may be corrupted, or further writes to the image may corrupt it.\n"
+            )
+        if result.leaks:
+            text += (
+                f"\n{result.leaks} leaked clusters were found on the image.\n"
+                "This means waste of disk space, but no harm to data.\n"
+            )
+        if result.check_errors:
+            text += f"\n{result.check_errors} internal errors have occurred during the check.\n"
+    if result.total_clusters and result.allocated_clusters:
+        allocated = result.allocated_clusters
+        text += (
+            f"{allocated}/{result.total_clusters} = "
+            f"{allocated * 100.0 / result.total_clusters:0.2f}% allocated, "
+            f"{(result.fragmented_clusters or 0) * 100.0 / allocated:0.2f}% fragmented, "
+            f"{(result.compressed_clusters or 0) * 100.0 / allocated:0.2f}% compressed clusters\n"
+        )
+    if result.image_end_offset:
+        text += f"Image end offset: {result.image_end_offset}\n"
+    return text
+
+
+def check_json(result: CheckResult, filename: str, format: str) -> str:
+    """``dump_json_image_check``: optional members only when non-zero (``collect_image_check``)."""
+    fields: dict[str, Any] = {"filename": filename, "format": format, "check-errors": result.check_errors}
+    optional = (
+        ("image-end-offset", result.image_end_offset),
+        ("corruptions", result.corruptions),
+        ("leaks", result.leaks),
+        ("corruptions-fixed", result.corruptions_fixed),
+        ("leaks-fixed", result.leaks_fixed),
+        ("total-clusters", result.total_clusters),
+        ("allocated-clusters", result.allocated_clusters),
+        ("fragmented-clusters", result.fragmented_clusters),
+        ("compressed-clusters", result.compressed_clusters),
+    )
+    fields.update((key, value) for key, value in optional if value)
+    return qobject_json(fields)
+
+
+# -------------------------------------------------------------------------
+# qemu-img map
+# -------------------------------------------------------------------------
+
+MAP_HUMAN_HEADER = f"{'Offset':<16}{'Length':<16}{'Mapped to':<16}File\n"
+
+
+def _c_hex(value: int) -> str:
+    """C's ``%#x``: no ``0x`` prefix for zero."""
+    return f"{value:#x}" if value else "0"
+
+
+def map_human(extents: Iterable[Extent], filename: str) -> tuple[str, bool]:
+    """The data rows of ``qemu-img map`` (no header), and whether every data extent could be shown.
+
+    The human format lists only extents holding data, so zero and unallocated runs never show.
+    qemu-img stops at the first data extent without a host offset (it has nothing to print there).
+    """
+    rows = []
+    for ext in extents:
+        if not ext.data:
+            continue
+        if ext.host_offset is None:
+            return "".join(rows), False
+        if not ext.zero:
+            rows.append(
+                f"{_c_hex(ext.offset):<16}{_c_hex(ext.length):<16}{_c_hex(ext.host_offset):<16}{filename}\n"
+            )
+    return "".join(rows), True
+
+
+def map_json(extents: Sequence[Extent]) -> str:
+    """``qemu-img map --output=json``: one extent per line, depth 0 (no backing files)."""
+    rows = []
+    for ext in extents:
+        row = (
+            f'{{ "start": {ext.offset}, "length": {ext.length}, "depth": 0, '
+            f'"present": {_json_scalar(ext.data or ext.zero)}, "zero": {_json_scalar(ext.zero)}, '
+            f'"data": {_json_scalar(ext.data)}'
+        )
+        if ext.host_offset is not None:
+            row += f', "offset": {ext.host_offset}'
+        rows.append(row + "}")
+    return "[" + ",\n".join(rows) + "]\n"
+
+
+# -------------------------------------------------------------------------
+# qemu-img convert -p
+# -------------------------------------------------------------------------
+
+
+def progress(percent: float) -> str:
+    """One progress update (``qemu_progress_print``), ended by a carriage return."""
+    return f"    ({percent:3.2f}/100%)\r"
+
+
+# -------------------------------------------------------------------------
+# qemu-io
+# -------------------------------------------------------------------------
+
+
+def _cvtstr(value: float) -> str:
+    """qemu-io's ``cvtstr``: three decimals and a binary unit; ``.000`` is dropped."""
+    for suffix, unit in _IO_UNITS:
+        if value >= unit:
+            text, suffix = f"{value / unit:.3f}", f" {suffix}"
+            break
+    else:
+        text, suffix = f"{value:f}", " bytes"
+    head, dot_zeros, _ = text.partition(".000")
+    return head + suffix if dot_zeros else text + suffix
+
+
+def _timestr(seconds: float) -> str:
+    """qemu-io's ``timestr`` without flags: ``SS.ss sec`` under a second, ``H:MM:SS.ss`` after."""
+    whole = int(seconds)
+    if not whole:
+        return f"{seconds:05.2f} sec"
+    return (
+        f"{whole // SECONDS_PER_HOUR}:{whole % SECONDS_PER_HOUR // SECONDS_PER_MINUTE:02d}:"
+        f"{whole % SECONDS_PER_MINUTE + (seconds - whole):05.2f}"
+    )
+
+
+def io_report(op: str, offset: int, count: int, total: int, ops: int, elapsed_ns: int) -> str:
+    """qemu-io's ``print_report``: ``<op> N/N bytes at offset X`` and the timing line."""
+    seconds = elapsed_ns / NANOSECONDS
+    rate = total / seconds if seconds else math.inf
+    op_rate = ops / seconds if seconds else math.inf
+    return (
+        f"{op} {total}/{count} bytes at offset {offset}\n"
+        f"{_cvtstr(total)}, {ops} ops; {_timestr(seconds)} ({_cvtstr(rate)}/sec and {op_rate:.4f} ops/sec)\n"
+    )
+
+
+def dump_buffer(data: bytes, offset: int) -> str:
+    """qemu-io ``read -v``: 16 hex bytes a line and the alphanumeric ones as text."""
+    lines = []
+    for start in range(0, len(data), DUMP_LINE_BYTES):
+        chunk = data[start : start + DUMP_LINE_BYTES]
+        hex_part = "".join(f"{b:02x} " for b in chunk)
+        text = "".join(chr(b) if chr(b).isascii() and chr(b).isalnum() else "." for b in chunk)
+        lines.append(f"{offset + start:08x}:  {hex_part} {text}\n")
+    return "".join(lines)
