@@ -130,8 +130,13 @@ class TestContext:
             fh.seek(offset)
             fh.write(data)
 
-    def file_size(self, path: str | None = None) -> int:
-        return os.stat(path or self.test_img).st_size
+    def echo_file_size(self, label: str, path: str | None = None) -> None:
+        """``stat -c"<label>%s" FILE``: the file size, or stat's complaint when the file is missing."""
+        path = path or self.test_img
+        try:
+            self.echo(f"{label}{os.stat(path).st_size}")
+        except FileNotFoundError:
+            self.echo(self.f_testdir(f"stat: cannot statx '{path}': No such file or directory"))
 
     def cleanup_test_img(self) -> None:
         """``_cleanup_test_img``."""

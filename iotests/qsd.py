@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from qemu.qmp import EventListener, ExecuteError, QMPClient
+from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient
 
 __all__ = ["QsdError", "StorageDaemon"]
 
@@ -26,6 +26,11 @@ DEFAULT_TIMEOUT = 30.0
 _POLL_INTERVAL = 0.02
 #: job states after which a blockdev-create job has nothing left to do but be dismissed
 _JOB_CONCLUDED = "concluded"
+
+
+def _error_response(err: ExecuteError) -> dict[str, Any]:
+    """The ``{"error": ...}`` message QMP sent (qmp-spec, section 2.4.2)."""
+    return {"error": {"class": err.error_class, "desc": str(err)}}
 
 
 class QsdError(Exception):
@@ -72,27 +77,29 @@ class StorageDaemon:
         )
         self._loop = asyncio.new_event_loop()
         try:
-            self._wait_for_socket(sock)
-            self._client = self._run(self._connect(sock))
+            self._client = self._connect(sock)
         except BaseException:
             self.stop()
             raise
 
-    def _wait_for_socket(self, sock: str) -> None:
+    def _connect(self, sock: str) -> QMPClient:
+        """Connect once the daemon listens; it may bind the socket a moment before it accepts."""
         assert self._proc is not None
         deadline = time.monotonic() + self.timeout
-        while not os.path.exists(sock):
+        while True:
             if self._proc.poll() is not None:
                 stderr = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
                 raise QsdError(f"qemu-storage-daemon exited with {self._proc.returncode}: {stderr.strip()}")
+            if os.path.exists(sock):
+                client = QMPClient("blockfmt-iotests")
+                try:
+                    self._run(client.connect(sock))
+                    return client
+                except ConnectError:
+                    pass
             if time.monotonic() > deadline:
-                raise QsdError(f"qemu-storage-daemon did not create {sock} within {self.timeout} s")
+                raise QsdError(f"qemu-storage-daemon did not accept QMP on {sock} within {self.timeout} s")
             time.sleep(_POLL_INTERVAL)
-
-    async def _connect(self, sock: str) -> QMPClient:
-        client = QMPClient("blockfmt-iotests")
-        await client.connect(sock)
-        return client
 
     def stop(self) -> None:
         """Quit the daemon (``SIGKILL`` after the timeout); safe to call twice or after a failed start."""
@@ -147,7 +154,7 @@ class StorageDaemon:
         try:
             return {"return": self._run(self._client.execute(cmd, args))}
         except ExecuteError as err:
-            return {"error": {"class": err.error_class, "desc": err.error_message}}
+            return _error_response(err)
 
     def run_job(self, job_id: str, start: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         """Start a job with the command *start* (``{"execute": ..., "arguments": ...}``) and wait for it.
@@ -172,7 +179,7 @@ class StorageDaemon:
                     "return": await client.execute(start["execute"], start["arguments"])
                 }
             except ExecuteError as err:
-                return {"error": {"class": err.error_class, "desc": err.error_message}}, None
+                return _error_response(err), None
             async for event in listener:
                 data = event.get("data", {})
                 if data.get("id") == job_id and data.get("status") == _JOB_CONCLUDED:

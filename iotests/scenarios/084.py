@@ -25,7 +25,7 @@ def run(t: TestContext) -> None:
     t.echo()
     t.make_test_img(SIZE, "-o", "static")
     t.img_info()
-    t.echo(f"disk image file size in bytes: {t.file_size()}")
+    t.echo_file_size("disk image file size in bytes: ")
     t.cleanup_test_img()
 
     t.echo()
@@ -33,7 +33,7 @@ def run(t: TestContext) -> None:
     t.echo()
     t.make_test_img(SIZE)
     t.img_info()
-    t.echo(f"disk image file size in bytes: {t.file_size()}")
+    t.echo_file_size("disk image file size in bytes: ")
 
     t.echo("Test 1: Maximum size (512 TB - 128 MB):")
     t.poke_file(DS_OFFSET, b"\x00\x00\x00\xf8\xff\xff\x01\x00")
