@@ -7,9 +7,13 @@ buffer, never a per-byte loop). A fresh target reads as zeros everywhere, so wha
 reads back exactly as the source did, and ``qemu-img map`` of the result shows data only where
 the source had some.
 
-Where the source payload lies contiguously in a plain file and the target is raw, the bytes move
-with :func:`os.copy_file_range` (the kernel copies, or reflinks, without a trip through Python);
-any refusal of the kernel falls back to the buffered copy.
+Where the source payload lies contiguously in a plain file and the target is raw, the non-zero
+runs are written with :func:`os.copy_file_range` from the source file instead of from the buffer:
+on a file system with reflinks (XFS, btrfs) the target then shares the source's blocks instead of
+copying them, and elsewhere it costs what ``pwrite`` costs. The chunk is still read first, because
+zero detection needs the bytes: without it, blocks the source allocated but filled with zeros
+(qemu-io ``write -z`` on VDI or VHDX does that) would become data in the target, where ``qemu-img
+convert`` leaves holes. Any refusal of the kernel falls back to writing the buffer.
 
 A failed convert leaves no half-written target that could pass for complete. ``qemu-img
 convert`` leaves its partial output behind; blockfmt instead builds a regular-file target under a
@@ -54,8 +58,6 @@ MAP_WINDOW_MIN = 1 * GiB
 MAP_WINDOWS_MAX = 256
 #: progress is reported when it advanced by at least this many percent (about 200 calls at most)
 PROGRESS_STEP = 0.5
-#: largest single ``copy_file_range`` request (the kernel caps one call near 2 GiB anyway)
-COPY_RANGE_MAX = 1 * GiB
 
 _ZEROS = memoryview(bytes(COPY_CHUNK))
 
@@ -170,7 +172,6 @@ class _Copier:
         self._zero_init = zero_init
         self._buffer = bytearray(COPY_CHUNK)
         self._view = memoryview(self._buffer)
-        self._granule = ZERO_GRANULE
         self._source_fd, self._target_fd = self._copy_range_fds()
 
     def run(self) -> None:
@@ -179,8 +180,8 @@ class _Copier:
             if not has_data:
                 if not self._zero_init:
                     self._target.write_zeroes(offset, length, unmap=True)
-            elif not (host_offset is not None and self._copy_file_range(offset, length, host_offset)):
-                self._copy_buffered(offset, length)
+            else:
+                self._copy(offset, length, host_offset)
             self._reporter.advance_to(offset + length)
 
     def _ranges(self) -> Iterator[tuple[int, int, bool, int | None]]:
@@ -195,36 +196,48 @@ class _Copier:
             for ext in self._source.map(start, min(window, size - start)):
                 yield ext.offset, ext.length, not ext.zero, ext.host_offset if ext.data else None
 
-    def _copy_buffered(self, offset: int, length: int) -> None:
-        """Read *length* bytes at *offset* chunk by chunk; write the granules that are not zero."""
+    def _copy(self, offset: int, length: int, host_offset: int | None) -> None:
+        """Read *length* bytes at *offset* chunk by chunk; write the granules that are not zero.
+
+        :param host_offset: where the range lies contiguously in the source file, if it does.
+        """
         end = offset + length
-        view, buffer, granule = self._view, self._buffer, self._granule
+        view, buffer = self._view, self._buffer
         while offset < end:
             count = min(COPY_CHUNK, end - offset)
             self._source.readinto_at(offset, view[:count])
             if not buffer.startswith(_ZEROS[:count]):
-                self._write_nonzero_runs(offset, count, granule)
+                self._write_nonzero_runs(offset, count, host_offset)
             offset += count
+            if host_offset is not None:
+                host_offset += count
             self._reporter.advance_to(offset)
 
-    def _write_nonzero_runs(self, offset: int, count: int, granule: int) -> None:
+    def _write_nonzero_runs(self, offset: int, count: int, host_offset: int | None) -> None:
         """Write ``buffer[:count]`` to *offset*, leaving out aligned all-zero granules.
 
         Adjacent non-zero granules are written with one request.
         """
-        buffer, view = self._buffer, self._view
-        zero_granule = _ZEROS[:granule]
+        buffer = self._buffer
+        zero_granule = _ZEROS[:ZERO_GRANULE]
         run_start: int | None = None
-        for pos in range(0, count, granule):
-            step = min(granule, count - pos)
-            is_zero = buffer.startswith(zero_granule[:step], pos)
+        for pos in range(0, count, ZERO_GRANULE):
+            is_zero = buffer.startswith(zero_granule[: count - pos], pos)
             if is_zero and run_start is not None:
-                self._target.write_at(offset + run_start, view[run_start:pos])
+                self._write_run(offset, run_start, pos, host_offset)
                 run_start = None
             elif not is_zero and run_start is None:
                 run_start = pos
         if run_start is not None:
-            self._target.write_at(offset + run_start, view[run_start:count])
+            self._write_run(offset, run_start, count, host_offset)
+
+    def _write_run(self, offset: int, start: int, end: int, host_offset: int | None) -> None:
+        """Write ``buffer[start:end]`` to ``offset + start``: by the kernel where it can, else from memory."""
+        done = 0
+        if host_offset is not None:
+            done = self._copy_file_range(offset + start, end - start, host_offset + start)
+        if start + done < end:
+            self._target.write_at(offset + start + done, self._view[start + done : end])
 
     # -- zero-copy path --------------------------------------------------------
 
@@ -244,28 +257,26 @@ class _Copier:
             return None, None
         return (source_fd, target_fd) if regular else (None, None)
 
-    def _copy_file_range(self, offset: int, length: int, host_offset: int) -> bool:
-        """Copy with the kernel; False (nothing copied) when it refuses up front, so the caller buffers.
+    def _copy_file_range(self, offset: int, length: int, host_offset: int) -> int:
+        """Copy source file bytes at *host_offset* to target *offset* in the kernel.
 
-        Once bytes have moved, a refusal falls back to the buffered copy for the rest.
+        :returns: the bytes copied; fewer than *length* when the kernel refuses (the path is then
+            switched off for the rest of the convert) or the source file ends early.
         """
         if self._source_fd is None or self._target_fd is None:
-            return False
+            return 0
         done = 0
         while done < length:
-            request = min(COPY_RANGE_MAX, length - done)
             try:
                 moved = os.copy_file_range(
-                    self._source_fd, self._target_fd, request, host_offset + done, offset + done
+                    self._source_fd, self._target_fd, length - done, host_offset + done, offset + done
                 )
             except OSError as err:
                 if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
                     raise BlockIOError.from_os_error(err, "Could not copy image data") from err
-                moved = 0
-            if moved == 0:  # refused, or the source file ended early: let the format read it
                 self._source_fd = self._target_fd = None
-                self._copy_buffered(offset + done, length - done)
-                return True
+                break
+            if moved == 0:
+                break
             done += moved
-            self._reporter.advance_to(offset + done)
-        return True
+        return done

@@ -91,13 +91,15 @@ def test_convert_output_is_identical_and_sparse_for_qemu(
         assert uncovered(qemu_data_ranges(qemu_img, dst, dst_fmt), allowed) == []
 
 
-@pytest.mark.parametrize("dst_fmt", ["vdi", "vhdx"])
+@pytest.mark.parametrize("dst_fmt", FORMATS)
 def test_zero_filled_data_is_not_copied(tmp_path: Path, dst_fmt: str) -> None:
-    """A run the raw source holds as written zeros stays unallocated in a VDI / 1 MiB-block VHDX."""
+    """A run the raw source holds as written zeros stays a hole / unallocated in the target.
+
+    For raw targets this covers the copy_file_range path, for VHDX 1 MiB blocks make it visible.
+    """
     options = {"block_size": "1M"} if dst_fmt == "vhdx" else None
     src, dst = converted(tmp_path, "raw", dst_fmt, options=options)
     assert uncovered([ZERO_RUN], blockfmt_data_ranges(src, "raw")) == []  # the source has it as data
-    assert uncovered([ZERO_RUN], [(0, ZERO_RUN[0]), (ZERO_RUN[1], DISK_SIZE)]) == []
     assert not [r for r in blockfmt_data_ranges(dst, dst_fmt) if r[0] < ZERO_RUN[1] and r[1] > ZERO_RUN[0]]
 
 
