@@ -10,7 +10,9 @@ QEMU repairs nothing; ``RepairMode.ALL`` here fixes what is safe without guessin
 - a block cut short by end of file gets the file extended to cover it (the missing tail reads
   as zeros, as it did);
 - the later of two entries sharing a data block is dropped (the first keeps the data);
-- the count is rewritten from the repaired map, last, so the map never names uncounted blocks.
+- the count is rewritten from the repaired map, last, and only when the kept entries are dense
+  below it: QEMU allocates at ``blocks_allocated``, so a lower count over a sparse map would let
+  QEMU overwrite a live block. Entries too large but inside the file are reported, not guessed at.
 """
 
 from __future__ import annotations
@@ -34,10 +36,14 @@ class _Scan:
     """What one pass over the map found."""
 
     result: CheckResult
-    allocated: int = 0
+    allocated: int = 0  # entries kept: what the count must say after repair
+    counted: int = 0  # entries below blocks_in_image, as QEMU counts them
     drops: list[int] = field(default_factory=list)
     extend_to: int = 0
     highest_end: int = 0
+    max_entry: int = -1
+    rewrite_count: bool = False
+    complete: bool = True  # False when the map could not be read to its end: nothing is repaired then
 
 
 def check_image(driver: VdiDriver, repair: RepairMode) -> CheckResult:
@@ -47,13 +53,17 @@ def check_image(driver: VdiDriver, repair: RepairMode) -> CheckResult:
     """
     scan = _scan(driver, repair is RepairMode.ALL)
     result = scan.result
-    if repair is RepairMode.ALL and (scan.drops or scan.extend_to or result.corruptions):
+    if (
+        repair is RepairMode.ALL
+        and scan.complete
+        and (scan.drops or scan.extend_to or result.corruptions_fixed)
+    ):
         for block in scan.drops:
             driver.bmap.set_range(block, [BMAP_UNALLOCATED])
         if scan.extend_to > driver.file_end:
             driver.file.truncate(scan.extend_to)
             driver.file_end = scan.extend_to
-        if scan.allocated != driver.header.blocks_allocated:
+        if scan.rewrite_count:
             driver.header = driver.header.with_blocks_allocated(scan.allocated)
             driver.file.pwrite(driver.header.pack(), 0)
         driver.file.flush()
@@ -94,6 +104,7 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
                         scan.drops.append(block)
                     previous = None
                     continue
+                scan.counted += 1
                 if past_eof:
                     report(f"block index {block} lies beyond the end of the file, is {entry}", fix)
                     if fix:
@@ -114,14 +125,22 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
                 if previous is not None and entry != previous + 1:
                     result.fragmented_clusters = (result.fragmented_clusters or 0) + 1
                 previous = entry
+                scan.max_entry = max(scan.max_entry, entry)
                 scan.highest_end = max(scan.highest_end, end)
     except CorruptImageError as err:
         result.corruptions += 1
         result.messages.append(f"ERROR: {err}")
+        scan.complete = False
         return scan
-    # Without repair this counts what QEMU counts: every entry below blocks_in_image.
-    if scan.allocated != header.blocks_allocated:
-        report(f"allocated blocks mismatch, is {scan.allocated}, should be {header.blocks_allocated}", fix)
+    # QEMU allocates new blocks at blocks_allocated: the count may only be lowered to what the map
+    # holds when the kept entries are dense below it, or QEMU's next write would overwrite one.
+    dense = scan.max_entry < scan.allocated
+    scan.rewrite_count = (
+        fix and dense and result.corruptions == 0 and scan.allocated != header.blocks_allocated
+    )
+    if scan.counted != header.blocks_allocated:
+        fixed = fix and dense and result.corruptions == 0
+        report(f"allocated blocks mismatch, is {scan.counted}, should be {header.blocks_allocated}", fixed)
     result.allocated_clusters = scan.allocated
     result.fragmented_clusters = result.fragmented_clusters or 0
     result.image_end_offset = scan.highest_end

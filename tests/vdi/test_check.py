@@ -1,0 +1,166 @@
+"""check and check -r all on hand-corrupted block maps; messages compared with the real qemu-img check."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from blockfmt_vdi.constants import BMAP_UNALLOCATED
+
+import blockfmt
+from blockfmt.testing.qemu import run_tool
+
+from .conftest import MIB
+
+SIZE = 8 * MIB + 300 * 1024  # 9 blocks
+WRITTEN = 4 * MIB  # blocks 0..3 at entries 0..3
+
+
+def corrupt(path: Path, *, entries: dict[int, int] = {}, count: int | None = None) -> None:  # noqa: B006
+    with open(path, "r+b") as f:
+        for block, value in entries.items():
+            f.seek(0x200 + 4 * block)
+            f.write(struct.pack("<I", value))
+        if count is not None:
+            f.seek(388)
+            f.write(struct.pack("<I", count))
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "t.vdi"
+    blockfmt.create(path, "vdi", SIZE)
+    with blockfmt.open(path, read_only=False) as img:
+        for block in range(4):
+            img.write_at(block * MIB, bytes([block + 1]) * MIB)
+    return path
+
+
+# name, corruption, our messages without repair, QEMU's subset, left unfixed by -r all
+CORRUPTIONS = [
+    (
+        "duplicate",
+        {"entries": {5: 1}},
+        ["ERROR: block index 1 also used by 1", "ERROR: allocated blocks mismatch, is 5, should be 4"],
+        2,
+    ),
+    ("too large", {"entries": {6: 100}}, ["ERROR: block index 6 too large, is 100"], 1),
+    ("count", {"count": 7}, ["ERROR: allocated blocks mismatch, is 4, should be 7"], 1),
+    (
+        "beyond eof",
+        {"entries": {7: 8}},
+        [
+            "ERROR: block index 7 lies beyond the end of the file, is 8",
+            "ERROR: allocated blocks mismatch, is 5, should be 4",
+        ],
+        1,
+    ),
+]
+
+
+def test_clean_image_checks_clean_with_qemu_like_counters(image):
+    with blockfmt.open(image) as img:
+        result = img.check()
+    assert result.clean and result.messages == []
+    assert (result.total_clusters, result.allocated_clusters, result.fragmented_clusters) == (9, 4, 0)
+    assert result.image_end_offset == 0x400 + WRITTEN
+
+
+@pytest.mark.parametrize(
+    ("name", "how", "messages", "qemu_lines"), CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS]
+)
+def test_check_reports_corruptions(image, name, how, messages, qemu_lines):
+    corrupt(image, **how)
+    with blockfmt.open(image) as img:
+        result = img.check()
+    assert result.messages == messages
+    assert result.corruptions == len(messages)
+
+
+@pytest.mark.parametrize(
+    ("name", "how", "messages", "qemu_lines"), CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS]
+)
+def test_repair_fixes_and_keeps_data(image, name, how, messages, qemu_lines):
+    corrupt(image, **how)
+    with blockfmt.open(image, read_only=False) as img:
+        repaired = img.check("all")
+        again = img.check()
+        data = img.read_at(0, WRITTEN)
+    assert repaired.corruptions == 0 and repaired.corruptions_fixed == len(messages)
+    assert again.clean, again.messages
+    assert data == b"".join(bytes([b + 1]) * MIB for b in range(4))
+
+
+def test_repair_frees_the_later_copy_of_a_duplicate(image):
+    corrupt(image, entries={5: 1})
+    with blockfmt.open(image, read_only=False) as img:
+        img.check("all")
+        assert img.read_at(5 * MIB, MIB) == bytes(MIB)
+        assert img.read_at(MIB, MIB) == b"\x02" * MIB
+    with open(image, "rb") as f:
+        f.seek(0x200 + 4 * 5)
+        assert struct.unpack("<I", f.read(4))[0] == BMAP_UNALLOCATED
+
+
+def test_repair_extends_a_file_cut_inside_a_block(image):
+    os.truncate(image, 0x400 + 3 * MIB + 4096)
+    with blockfmt.open(image, read_only=False) as img:
+        result = img.check("all")
+        assert result.corruptions_fixed == 1 and img.check().clean
+        assert img.read_at(3 * MIB, MIB) == b"\x04" * 4096 + bytes(MIB - 4096)
+
+
+def test_too_large_entry_inside_the_file_is_reported_not_guessed(image):
+    with blockfmt.open(image, read_only=False) as img:
+        img.write_at(4 * MIB, b"\x05" * (SIZE - 4 * MIB))  # entries 4..8
+    os.truncate(image, 0x400 + 10 * MIB)  # an unreferenced tenth block: entry 9 is inside the file
+    corrupt(image, entries={2: 9})
+    with blockfmt.open(image, read_only=False) as img:
+        result = img.check("all")
+        assert result.messages == [
+            "ERROR: block index 2 too large, is 9",
+            "ERROR: allocated blocks mismatch, is 8, should be 9",
+        ]
+        assert result.corruptions == 2 and result.corruptions_fixed == 0
+    with open(image, "rb") as f:
+        f.seek(388)
+        assert struct.unpack("<I", f.read(4))[0] == 9  # not lowered under a live block
+
+
+def test_count_is_not_lowered_over_a_sparse_map(image):
+    corrupt(image, entries={1: BMAP_UNALLOCATED})  # entries 0, 2, 3 kept: QEMU would allocate at 3
+    with blockfmt.open(image, read_only=False) as img:
+        result = img.check("all")
+    assert result.messages == ["ERROR: allocated blocks mismatch, is 3, should be 4"]
+    assert result.corruptions_fixed == 0
+
+
+def test_truncated_map_is_a_reported_corruption(image):
+    os.truncate(image, 0x200 + 8)
+    with blockfmt.open(image, read_only=False) as img:
+        result = img.check("all")
+    assert (result.corruptions, result.corruptions_fixed) == (1, 0)
+    assert result.messages == ["ERROR: VDI block map entry 2 lies beyond the end of the file"]
+    assert os.path.getsize(image) == 0x200 + 8  # nothing was "repaired" from half a map
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize(
+    ("name", "how", "messages", "qemu_lines"), CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS]
+)
+def test_messages_match_qemu_img_check_and_repair_satisfies_it(
+    image, qemu_img, name, how, messages, qemu_lines
+):
+    corrupt(image, **how)
+    before = run_tool([qemu_img, "check", "-f", "vdi", str(image)])
+    assert before.returncode == 2
+    qemu_errors = before.stderr.splitlines()
+    assert len(qemu_errors) == qemu_lines
+    assert all(line in messages for line in qemu_errors)
+    with blockfmt.open(image, read_only=False) as img:
+        img.check("all")
+    after = run_tool([qemu_img, "check", "-f", "vdi", str(image)])
+    assert after.returncode == 0, after.output
+    assert after.stdout.strip() == "No errors were found on the image."
