@@ -13,9 +13,10 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -69,7 +70,6 @@ class Result:
     output: str = ""
     diff: str = ""
     seconds: float = 0.0
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def _load(path: Path) -> ModuleType:
@@ -121,8 +121,6 @@ def run_scenario(
     scenario: Scenario, imgfmt: str, backend: Backend, *, work_dir: str | None = None, keep: bool = False
 ) -> Result:
     """Run *scenario* for *imgfmt* on *backend* in a fresh scratch directory and judge it."""
-    import time
-
     result = Result(scenario.name, imgfmt, backend.name, NOT_RUN)
     if imgfmt not in scenario.formats:
         result.reason = f"not suitable for this image format: {imgfmt}"

@@ -25,4 +25,5 @@ def test_scenario(scenario, imgfmt, backend, tmp_path, qemu_img, qemu_io, qemu_s
         if in_ci():
             pytest.fail(f"not run under CI=true: {result.reason}")
         pytest.skip(result.reason)
-    assert result.status != FAIL, f"{result.reason}\n{result.diff or result.output}"
+    if result.status == FAIL:
+        pytest.fail(f"{result.reason}\n{result.diff or result.output}", pytrace=False)
