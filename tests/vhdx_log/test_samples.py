@@ -36,8 +36,11 @@ def sha256_file(path: Path, start: int = 0) -> str:
 def sha256_image(image: blockfmt.Image, length: int | None = None) -> str:
     digest = hashlib.sha256()
     end = image.size if length is None else length
-    for offset in range(0, end, 64 * MiB):
-        digest.update(image.read_at(offset, min(64 * MiB, end - offset)))
+    buf = memoryview(bytearray(16 * MiB))
+    for offset in range(0, end, len(buf)):
+        view = buf[: min(len(buf), end - offset)]
+        image.readinto_at(offset, view)
+        digest.update(view)
     return digest.hexdigest()
 
 
