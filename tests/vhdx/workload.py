@@ -12,6 +12,8 @@ import blockfmt
 MiB = 1 << 20
 #: bytes of the virtual disk covered by one sector bitmap chunk with 512-byte sectors (2**23 sectors)
 CHUNK_SPAN_512 = (1 << 23) * 512
+#: whole-block zero/discard requests only for blocks up to this size, to keep the default run short
+WHOLE_BLOCK_OPS_MAX = 8 * MiB
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ def random_ops(
         else:
             offset = rng.randrange(0, size)
         length = min(rng.randrange(1, 3 * MiB), size - offset)
-        if kind != "write" and rng.random() < 0.5:  # whole blocks
+        if kind != "write" and block_size <= WHOLE_BLOCK_OPS_MAX and rng.random() < 0.5:  # whole blocks
             offset = offset // block_size * block_size
             length = min(block_size * rng.randrange(1, 3), size - offset)
         if length > 0:
