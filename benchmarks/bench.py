@@ -9,9 +9,10 @@ How the two sides are measured:
 * qemu: wall time of the ``qemu-img``/``qemu-io`` process (its start costs about 5 ms).
 * blockfmt: ``worker.py`` runs the same requests in a fresh Python process and reports the time
   of the operation itself, plugin loading included but interpreter start and ``import blockfmt``
-  excluded (about 100-150 ms that no format work is done in). The table also shows that process's
-  whole wall time (``bf proc``), so nothing is hidden; ``ratio`` = blockfmt operation / qemu
-  process, ``ratio proc`` = blockfmt process / qemu process.
+  excluded (about 100-150 ms that no format work is done in). Workers keep compiled bytecode in
+  the scratch directory (``PYTHONPYCACHEPREFIX``), as an installed package would have it. The
+  table also shows the worker's whole wall time (``bf proc``), so nothing is hidden; ``ratio`` =
+  blockfmt operation / qemu process, ``r proc`` = blockfmt process / qemu process.
 
 Cases (sizes for the full run; ``--quick`` shrinks them):
 
@@ -113,7 +114,7 @@ class Case:
     blockfmt_samples: list[Sample] = field(default_factory=list)
 
 
-def run_process(argv: Sequence[str]) -> tuple[float, int, str]:
+def run_process(argv: Sequence[str], env_extra: dict[str, str] | None = None) -> tuple[float, int, str]:
     """Run *argv*; return its wall time, its own peak RSS in bytes, and its stdout.
 
     The peak RSS comes from GNU time when installed: Linux carries a process's peak RSS across
@@ -121,7 +122,7 @@ def run_process(argv: Sequence[str]) -> tuple[float, int, str]:
     this process's RSS; GNU time forks from its own tiny image. Without it, the child's rusage from
     ``os.wait4`` is used, an upper bound.
     """
-    env = dict(os.environ, LC_ALL="C", LANG="C")
+    env = dict(os.environ, LC_ALL="C", LANG="C", **(env_extra or {}))
     gnu_time = shutil.which("time", path="/usr/bin:/bin")
     with (
         tempfile.TemporaryFile() as out,
@@ -143,8 +144,10 @@ def run_process(argv: Sequence[str]) -> tuple[float, int, str]:
         return elapsed, max_rss_kib * KiB, out.read().decode()
 
 
-def run_side(argv: Sequence[str], *, worker: bool) -> Sample:
-    elapsed, rss, out = run_process(argv)
+def run_side(argv: Sequence[str], *, worker_env: dict[str, str] | None) -> Sample:
+    """Run one side; a worker (*worker_env* given) reports its own operation time on stdout."""
+    worker = worker_env is not None
+    elapsed, rss, out = run_process(argv, worker_env)
     seconds = json.loads(out.strip().splitlines()[-1])["seconds"] if worker else elapsed
     return Sample(seconds, elapsed, rss)
 
@@ -265,15 +268,15 @@ class Bench:
         return cases
 
 
-def run_case(case: Case, repeat: int) -> None:
+def run_case(case: Case, repeat: int, worker_env: dict[str, str]) -> None:
     """Warm up each side once, then alternate qemu and blockfmt *repeat* times."""
     for timed in range(repeat + 1):
-        for argv, samples, worker in (
-            (case.qemu, case.qemu_samples, False),
-            (case.worker, case.blockfmt_samples, True),
+        for argv, samples, env in (
+            (case.qemu, case.qemu_samples, None),
+            (case.worker, case.blockfmt_samples, worker_env),
         ):
             case.prepare()
-            sample = run_side(argv, worker=worker)
+            sample = run_side(argv, worker_env=env)
             if timed:
                 samples.append(sample)
 
@@ -347,8 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="blockfmt-bench-", dir=args.workdir) as workdir:
         bench = Bench(Path(workdir), QUICK_SIZES if args.quick else FULL_SIZES, formats, tools)
         cases = [c for c in bench.cases() if re.search(args.only, c.name)]
+        # an installed package has its bytecode compiled; this environment may forbid writing it
+        # next to the sources, so the workers keep theirs in the scratch directory
+        worker_env = {"PYTHONPYCACHEPREFIX": str(Path(workdir) / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
         for case in cases:
-            run_case(case, args.repeat)
+            run_case(case, args.repeat, worker_env)
             print(f"  done: {case.name}", file=sys.stderr, flush=True)
     print(render(cases, args.repeat))
     missed = [c.name for c in cases if verdict(c)]
