@@ -1,0 +1,83 @@
+"""check and repair: QEMU's findings and messages, safe repairs, image end offset."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from blockfmt_vhdx.bat import make_entry
+from blockfmt_vhdx.constants import BAT_REGION_GUID, BatState
+
+import blockfmt
+from blockfmt.testing.qemu import run_tool
+
+from .builders import region_offset
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "k.vhdx"
+    blockfmt.create(path, "vhdx", 8 * MiB, block_size=MiB)
+    with blockfmt.open(path, read_only=False) as img:
+        img.write_at(0, b"\x42" * (3 * MiB))
+    return path
+
+
+def _set_entry(path: Path, index: int, value: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(region_offset(path, BAT_REGION_GUID) + index * 8)
+        f.write(struct.pack("<Q", value))
+
+
+def test_clean_image(image: Path) -> None:
+    with blockfmt.open(image) as img:
+        result = img.check()
+        data_end = img.driver.data_offset(2) + MiB
+    assert result.clean and result.messages == []
+    assert (result.total_clusters, result.allocated_clusters) == (8, 3)
+    assert result.image_end_offset == data_end == image.stat().st_size
+
+
+@pytest.mark.qemu
+def test_entry_after_eof_found_like_qemu_and_repaired(image: Path, qemu_img) -> None:
+    size = image.stat().st_size
+    _set_entry(image, 5, make_entry(BatState.FULLY_PRESENT, 64 * MiB))
+    qemu = run_tool([qemu_img, "check", str(image)])
+    expected = (
+        f"VHDX BAT entry 5 start offset {64 * MiB} points after end of file ({size}). "
+        "Image has probably been truncated."
+    )
+    assert expected in qemu.stderr
+    with blockfmt.open(image) as img:
+        result = img.check()
+    assert result.corruptions == 1 and result.messages == [expected]
+    with blockfmt.open(image, read_only=False) as img:
+        fixed = img.check("all")
+        assert (fixed.corruptions, fixed.corruptions_fixed) == (0, 1)
+        assert img.read_at(0, 3 * MiB) == b"\x42" * (3 * MiB)
+        assert img.read_at(5 * MiB, MiB).count(0) == MiB
+    after = run_tool([qemu_img, "check", str(image)])
+    assert after.returncode == 0 and "No errors were found on the image." in after.stdout
+
+
+def test_overlapping_blocks_are_reported_not_repaired(image: Path) -> None:
+    with blockfmt.open(image) as img:
+        first = img.driver.data_offset(0)
+    _set_entry(image, 4, make_entry(BatState.FULLY_PRESENT, first))
+    with blockfmt.open(image, read_only=False) as img:
+        result = img.check("all")
+    assert result.corruptions == 1 and result.corruptions_fixed == 0
+    assert result.messages == [f"VHDX BAT entry 4 offset {first} overlaps with BAT entry 0 (offset {first})"]
+
+
+def test_invalid_state_repaired_to_zero(image: Path) -> None:
+    _set_entry(image, 6, 4)
+    with blockfmt.open(image, read_only=False) as img:
+        assert img.check().messages == ["VHDX BAT entry 6 has invalid state 4"]
+        assert img.check("all").corruptions_fixed == 1
+        assert img.driver.bat.state(6) == BatState.ZERO
+    with blockfmt.open(image) as img:
+        assert img.check().clean
