@@ -139,10 +139,9 @@ def formatting_line(filename: str, spec: FormatSpec, values: dict[str, Any], giv
 
 
 def _option_value(option: CreateOption, value: Any) -> str:
+    """Bools as ``on``/``off``, sizes and numbers in bytes, strings bare (qemu-img 7.2 quotes none)."""
     if option.type == "bool":
         return "on" if value else "off"
-    if option.type == "string":
-        return f"'{value}'"
     return str(value)
 
 
