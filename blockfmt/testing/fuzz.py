@@ -68,6 +68,7 @@ __all__ = [
 
 KiB = 1024
 MiB = 1024 * KiB
+GiB = 1024 * MiB
 #: granularity of :class:`SparseBytes`; all-zero chunks are not stored
 CHUNK_SIZE = 64 * KiB
 #: the CRC field convention of MS-VHDX §2.2.2 (headers, region tables, log entries): 4 bytes LE
@@ -397,8 +398,10 @@ class Limits:
 
     seconds_per_case: float = 10.0
     memory: int = 768 * MiB
-    #: a VHDX block is at most 256 MiB (MS-VHDX §2.6.2.1), so one allocation may grow the file that much
-    growth: int = 300 * MiB
+    #: how far past the original end a write may land: a VDI header may put its data area anywhere in
+    #: the first 4 GiB (``offset_data`` is a u32) and a VHDX block is up to 256 MiB (MS-VHDX §2.6.2.1);
+    #: anything further is a hostile offset (the store is sparse, so legal growth costs no memory)
+    growth: int = 8 * GiB
     max_io: int = 300 * MiB
     #: guest bytes read per pass (every allocated range, up to this much)
     read_budget: int = 32 * MiB

@@ -1,0 +1,56 @@
+"""Every input the fuzzer broke a rule with, replayed through the same invariants.
+
+Inputs live in ``regressions/`` as ``<name>.<format>.bz2`` with a ``<name>.txt`` note (mutations,
+stage, traceback). ``OPEN`` lists findings not fixed yet, with the file that owns the fix: they are
+strict xfails, so the fix turns them into an XPASS that asks for the entry to be removed.
+"""
+
+from __future__ import annotations
+
+import bz2
+from pathlib import Path
+
+import pytest
+
+from blockfmt.testing.fuzz import UNMUTATED, Layout, Seed, SparseBytes, run_campaign
+
+REGRESSIONS = Path(__file__).parent / "regressions"
+
+#: finding -> where it must be fixed and what is wrong
+OPEN = {
+    "vdi-repair-duplicate-keeps-allocated-count": (
+        "plugins/vdi/blockfmt_vdi/check.py: repairing 'block index 2 also used by 2' reports a clean "
+        "image, but blocks_allocated is not recounted: a second check says 'allocated blocks mismatch'"
+    ),
+    "vdi-hostile-blocks-allocated-grows-file": (
+        "plugins/vdi/blockfmt_vdi (check.py / image.py): 'allocated blocks mismatch' is not repaired by "
+        "check -r all, and the next allocating write lands at offset_data + blocks_allocated * 1 MiB "
+        "(32 GiB into a 2 MiB file)"
+    ),
+    "vhdx-log-hostile-last-file-offset-truncate": (
+        "plugins/vhdx/blockfmt_vhdx/log.py replay_log: a log entry (valid checksum) whose last file "
+        "offset is 2**56 makes replay truncate the file to 64 PiB; bound it before resizing"
+    ),
+}
+
+
+def _inputs() -> list:
+    params = []
+    for path in sorted(REGRESSIONS.glob("*.bz2")):
+        name, fmt = path.name.removesuffix(".bz2").rsplit(".", 1)
+        marks = [pytest.mark.xfail(reason=OPEN[name], strict=True)] if name in OPEN else []
+        params.append(pytest.param(path, fmt, id=name, marks=marks))
+    return params
+
+
+def test_every_open_finding_has_an_input() -> None:
+    names = {p.name.removesuffix(".bz2").rsplit(".", 1)[0] for p in REGRESSIONS.glob("*.bz2")}
+    assert set(OPEN) <= names
+
+
+@pytest.mark.parametrize(("path", "fmt"), _inputs())
+def test_stored_input_keeps_every_invariant(path: Path, fmt: str) -> None:
+    store = SparseBytes.from_bytes(bz2.decompress(path.read_bytes()))
+    summary = run_campaign([Seed(path.name, fmt, store, Layout(()))], iter([(0, UNMUTATED)]))
+    assert summary.cases == 1
+    assert not summary.failures, summary.failures[0].outcome.detail
