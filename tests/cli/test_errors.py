@@ -25,7 +25,7 @@ BAD_IMG = [
     ["create", "-f", "raw", "-o", "size=-1", "x.raw"],
     ["create", "-f", "raw", "-o", "=,,=", "x.raw", "1M"],
     ["create", "-f", "vhdx", "-o", "block_size=3M", "x.raw", "64M"],
-    ["create", "-f", "vhdx", "-o", "block_size=512M", "x.raw", "64M"],
+    ["create", "-f", "vhdx", "-o", "subformat=odd", "x.raw", "64M"],
     ["create", "-f", "vhdx", "x.raw", "100T"],
     ["create", "-f", "vdi", "-o", "static=2", "x.raw", "1M"],
     ["create", "-f", "raw", "/proc/nope/x.raw", "1M"],
