@@ -21,8 +21,10 @@ from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient
 
 __all__ = ["QsdError", "StorageDaemon"]
 
-#: seconds allowed for the daemon to create its socket, answer a command, or exit after ``quit``
+#: seconds allowed for the daemon to accept QMP, answer a command, or exit after ``quit``
 DEFAULT_TIMEOUT = 30.0
+#: seconds a job may run (211's largest VDI writes a 2 GiB block map)
+JOB_TIMEOUT = 600.0
 _POLL_INTERVAL = 0.02
 #: job states after which a blockdev-create job has nothing left to do but be dismissed
 _JOB_CONCLUDED = "concluded"
@@ -42,13 +44,22 @@ class StorageDaemon:
 
     :param binary: path of ``qemu-storage-daemon``.
     :param blockdevs: ``--blockdev`` arguments given at start-up (iotests' ``VM.add_blockdev``).
-    :param timeout: seconds for start-up, each command, each job, and shut-down.
+    :param timeout: seconds for start-up, each command, and shut-down.
+    :param job_timeout: seconds for each job.
     """
 
-    def __init__(self, binary: str, blockdevs: Sequence[str] = (), *, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        binary: str,
+        blockdevs: Sequence[str] = (),
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        job_timeout: float = JOB_TIMEOUT,
+    ):
         self.binary = binary
         self.blockdevs = list(blockdevs)
         self.timeout = timeout
+        self.job_timeout = job_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: QMPClient | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -137,12 +148,13 @@ class StorageDaemon:
 
     # -- QMP -------------------------------------------------------------------
 
-    def _run(self, coro: Any) -> Any:
+    def _run(self, coro: Any, timeout: float | None = None) -> Any:
         assert self._loop is not None, "the daemon is not running"
+        timeout = timeout or self.timeout
         try:
-            return self._loop.run_until_complete(asyncio.wait_for(coro, self.timeout))
+            return self._loop.run_until_complete(asyncio.wait_for(coro, timeout))
         except TimeoutError:
-            raise QsdError(f"qemu-storage-daemon did not answer within {self.timeout} s") from None
+            raise QsdError(f"qemu-storage-daemon did not answer within {timeout} s") from None
 
     def qmp(self, cmd: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         """Execute *cmd* and return the response as QMP shapes it: ``{"return": ...}`` or ``{"error": ...}``.
@@ -167,7 +179,7 @@ class StorageDaemon:
         """
         if self._client is None:
             raise QsdError("qemu-storage-daemon is not running")
-        return self._run(self._run_job(self._client, job_id, start))
+        return self._run(self._run_job(self._client, job_id, start), self.job_timeout)
 
     async def _run_job(
         self, client: QMPClient, job_id: str, start: dict[str, Any]
