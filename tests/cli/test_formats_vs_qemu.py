@@ -78,6 +78,18 @@ def test_compare_of_qemu_images_matches_qemu_img(twins: Twins, fmt: str) -> None
         assert ours == theirs, args
 
 
+def test_vdi_open_errors_match_qemu_img(twins: Twins) -> None:
+    """Garbage and all-zero files opened as VDI: qemu-img's exact refusal (size check, then signature)."""
+    _require("vdi")
+    for directory in (twins.qemu, twins.ours):
+        (directory / "garbage.bin").write_bytes(bytes(i % 251 for i in range(251)) * 64)
+        (directory / "zeros.bin").write_bytes(bytes(1 << 16))
+    for name in ("garbage.bin", "zeros.bin"):
+        theirs, ours = twins.both("img", ["info", "-f", "vdi", name])
+        assert ours == theirs
+        assert ours.code == 1
+
+
 def test_vdi_map_matches_qemu_img(twins: Twins) -> None:
     """VDI reports real allocation in QEMU too, so the maps agree exactly (VHDX differs by design)."""
     _require("vdi")
