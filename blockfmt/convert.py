@@ -48,6 +48,12 @@ GiB = 1 << 30
 #: bytes read per request; large enough to amortise Python's per-call cost, small enough to stay
 #: in the CPU cache between the read and the write
 COPY_CHUNK = 4 * MiB
+#: a target that allocates in clusters gets chunks of this many clusters (up to MAX_COPY_CHUNK), so
+#: one write allocates several blocks in one metadata update (a VHDX log transaction with its
+#: flushes costs more than the cache misses of a bigger buffer: 256 MiB raw->vhdx, 8 MiB blocks,
+#: took 1.8 s with 4 MiB chunks and 0.9-1.4 s with 32 MiB)
+CLUSTERS_PER_CHUNK = 4
+MAX_COPY_CHUNK = 32 * MiB
 #: smallest run checked for zeros inside a data chunk (qemu-img's ``-S`` default is 4 KiB; a coarser
 #: granule costs fewer comparisons and loses little, since targets allocate whole clusters anyway)
 ZERO_GRANULE = 64 * KiB
@@ -59,7 +65,7 @@ MAP_WINDOWS_MAX = 256
 #: progress is reported when it advanced by at least this many percent (about 200 calls at most)
 PROGRESS_STEP = 0.5
 
-_ZEROS = memoryview(bytes(COPY_CHUNK))
+_ZEROS = memoryview(bytes(MAX_COPY_CHUNK))
 
 ProgressCallback = Callable[[float], None]
 
@@ -170,7 +176,9 @@ class _Copier:
         self._target = target
         self._reporter = reporter
         self._zero_init = zero_init
-        self._buffer = bytearray(COPY_CHUNK)
+        cluster = target.info().cluster_size or 0
+        self._chunk = max(COPY_CHUNK, min(MAX_COPY_CHUNK, CLUSTERS_PER_CHUNK * cluster))
+        self._buffer = bytearray(self._chunk)
         self._view = memoryview(self._buffer)
         self._source_fd, self._target_fd = self._copy_range_fds()
 
@@ -204,7 +212,7 @@ class _Copier:
         end = offset + length
         view, buffer = self._view, self._buffer
         while offset < end:
-            count = min(COPY_CHUNK, end - offset)
+            count = min(self._chunk, end - offset)
             self._source.readinto_at(offset, view[:count])
             if not buffer.startswith(_ZEROS[:count]):
                 self._write_nonzero_runs(offset, count, host_offset)
