@@ -83,7 +83,7 @@ class VhdxDriver(FormatDriver):
         self._data_guid_written = False
         self.log_replayed_on_open = False
         check_log_fields(self.headers.current, file.size())
-        if self.headers.current.has_log:
+        if self.headers.current.has_log and self.headers.current.log_length:  # QEMU: no length, no log
             self._handle_log(options)
         self.file_size = self.file.size()
         self.regions: FileRegions = read_regions(self.file, self.headers.current, self.file_size)
