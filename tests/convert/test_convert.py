@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,17 @@ def test_hyper_v_sample_converts_to_sparse_raw(tmp_path: Path, qemu_img: str, sa
     )
     compare = run_tool([qemu_img, "compare", "-f", "vhdx", "-F", "raw", str(src), str(dst)])
     assert compare.returncode == 0, compare.output
+
+
+@pytest.mark.parametrize("dst_fmt", FORMATS)
+def test_cli_convert_matches_the_api(tmp_path: Path, dst_fmt: str) -> None:
+    """``blockfmt-img convert -p`` writes the same image the API does, and shows 100% at the end."""
+    require_format(dst_fmt)
+    src, api_out = converted(tmp_path, "raw", dst_fmt)
+    cli_out = tmp_path / f"cli.{dst_fmt}"
+    script = Path(sys.executable).with_name("blockfmt-img")
+    result = run_tool([str(script), "convert", "-p", "-f", "raw", "-O", dst_fmt, str(src), str(cli_out)])
+    assert result.returncode == 0, result.output
+    assert "(100.00/100%)" in result.stdout
+    assert content_digest(cli_out, dst_fmt) == content_digest(api_out, dst_fmt) == content_digest(src, "raw")
+    assert blockfmt_data_ranges(cli_out, dst_fmt) == blockfmt_data_ranges(api_out, dst_fmt)
