@@ -18,6 +18,8 @@ from .fileio import ImageFile
 from .markers import hookimpl
 
 FORMAT_NAME = "raw"
+#: bytes QEMU's file-posix allocates at the start of a new image (``allocate_first_block``)
+FIRST_BLOCK_SIZE = 4096
 RAW_SPEC = FormatSpec(
     FORMAT_NAME,
     "Raw disk image: the file is the disk",
@@ -97,4 +99,9 @@ def blockfmt_create(format: str, file: ImageFile, size: int) -> bool | None:
     if format != FORMAT_NAME:
         return None
     file.truncate(size)
+    # Like QEMU's file-posix, allocate the first block so that file systems which report a fresh
+    # file as one hole still give probing and alignment detection real bytes to read.
+    head = min(size, FIRST_BLOCK_SIZE)
+    if head:
+        file.pwrite(bytes(head), 0)
     return True

@@ -8,15 +8,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from blockfmt_vhdx.checksum import stamp_checksum
-from blockfmt_vhdx.log import HEADERS_END, find_log_sequence
-from blockfmt_vhdx.log_structs import LOG_SECTOR_SIZE, LogEntryHeader
 
 import blockfmt
 from blockfmt.errors import CorruptImageError
 from blockfmt.fileio import OsImageFile
 from blockfmt.host import default_host
 from blockfmt.testing.faults import FaultInjectingFile
+from blockfmt_vhdx.checksum import stamp_checksum
+from blockfmt_vhdx.log import HEADERS_END, find_log_sequence
+from blockfmt_vhdx.log_structs import LOG_SECTOR_SIZE, LogEntryHeader
 
 from .entries import build_entry, put_in_log
 from .headers import HEADER_OFFSETS, HEADER_SIZE, current_header, set_log_guid

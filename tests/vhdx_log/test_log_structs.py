@@ -6,6 +6,10 @@ import dataclasses
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from blockfmt.errors import CorruptImageError
 from blockfmt_vhdx.log_structs import (
     LOG_SECTOR_SIZE,
     DataDescriptor,
@@ -15,10 +19,6 @@ from blockfmt_vhdx.log_structs import (
     descriptor_sectors,
     parse_descriptor,
 )
-from hypothesis import given
-from hypothesis import strategies as st
-
-from blockfmt.errors import CorruptImageError
 
 # The entry QEMU left unreplayed in iotest-dirtylog-10G-4M.vhdx (log offset 49152).
 GOLDEN_HEADER = bytes.fromhex(

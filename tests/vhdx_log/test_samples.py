@@ -7,12 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from blockfmt_vhdx.log import find_log_sequence
 
 import blockfmt
 from blockfmt.errors import LogReplayRequiredError
 from blockfmt.fileio import OsImageFile
 from blockfmt.testing.qemu import run_tool
+from blockfmt_vhdx.log import find_log_sequence
 
 from .headers import current_header, set_log_guid
 

@@ -6,12 +6,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from blockfmt_vhdx.log import LogWriter, find_log_sequence, replay_log
-from blockfmt_vhdx.log_structs import LOG_SECTOR_SIZE
 
 import blockfmt
 from blockfmt.fileio import OsImageFile
 from blockfmt.testing.faults import FaultInjectingFile, LoseUnflushed, PowerCut
+from blockfmt_vhdx.log import LogWriter, find_log_sequence, replay_log
+from blockfmt_vhdx.log_structs import LOG_SECTOR_SIZE
 
 from .headers import current_header, set_log_guid
 
