@@ -6,6 +6,7 @@ import struct
 import uuid
 from pathlib import Path
 
+import blockfmt
 from blockfmt_vhdx.constants import (
     FILE_PARAMETERS_GUID,
     LOGICAL_SECTOR_SIZE_GUID,
@@ -25,8 +26,6 @@ from blockfmt_vhdx.structs import (
     ParentLocator,
     RegionTable,
 )
-
-import blockfmt
 
 MiB = 1 << 20
 

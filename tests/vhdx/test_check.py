@@ -6,11 +6,11 @@ import struct
 from pathlib import Path
 
 import pytest
-from blockfmt_vhdx.bat import make_entry
-from blockfmt_vhdx.constants import BAT_REGION_GUID, BatState
 
 import blockfmt
 from blockfmt.testing.qemu import run_tool
+from blockfmt_vhdx.bat import make_entry
+from blockfmt_vhdx.constants import BAT_REGION_GUID, BatState
 
 from .builders import region_offset
 
@@ -35,10 +35,9 @@ def _set_entry(path: Path, index: int, value: int) -> None:
 def test_clean_image(image: Path) -> None:
     with blockfmt.open(image) as img:
         result = img.check()
-        data_end = img.driver.data_offset(2) + MiB
     assert result.clean and result.messages == []
-    assert (result.total_clusters, result.allocated_clusters) == (8, 3)
-    assert result.image_end_offset == data_end == image.stat().st_size
+    # like QEMU's vhdx check: no cluster statistics, no end offset (qemu-img prints neither)
+    assert (result.total_clusters, result.image_end_offset) == (None, None)
 
 
 @pytest.mark.qemu

@@ -11,6 +11,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+import blockfmt
+from blockfmt.errors import BlockFormatError, CorruptImageError, UnsupportedFeatureError
 from blockfmt_vhdx.bat import make_entry
 from blockfmt_vhdx.constants import (
     BAT_REGION_GUID,
@@ -27,9 +30,6 @@ from blockfmt_vhdx.constants import (
     BatState,
 )
 from blockfmt_vhdx.structs import FileParameters, RegionTable, RegionTableEntry
-
-import blockfmt
-from blockfmt.errors import BlockFormatError, CorruptImageError, UnsupportedFeatureError
 
 from .builders import region_offset, standard_items, write_metadata
 

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from blockfmt_vhdx.bat import BatGeometry
-from blockfmt_vhdx.constants import BatState
-from blockfmt_vhdx.plugin import VHDX_SPEC
 
 import blockfmt
 from blockfmt.errors import InvalidOptionError
 from blockfmt.testing.qemu import run_tool
+from blockfmt_vhdx.bat import BatGeometry
+from blockfmt_vhdx.constants import BatState
+from blockfmt_vhdx.plugin import VHDX_SPEC
 
 MiB = 1 << 20
 GiB = 1 << 30

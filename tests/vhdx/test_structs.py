@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
+
+from blockfmt.errors import CorruptImageError
 from blockfmt_vhdx.constants import BAT_REGION_GUID, METADATA_REGION_GUID, ZERO_GUID
 from blockfmt_vhdx.structs import (
     FileIdentifier,
@@ -16,8 +18,6 @@ from blockfmt_vhdx.structs import (
     RegionTable,
     RegionTableEntry,
 )
-
-from blockfmt.errors import CorruptImageError
 
 HEADER = Header(5, uuid.uuid4(), uuid.uuid4(), ZERO_GUID, 0, 1, 1 << 20, 1 << 20)
 

@@ -6,10 +6,10 @@ import itertools
 from pathlib import Path
 
 import pytest
-from blockfmt_vhdx.constants import BatState
 
 import blockfmt
 from blockfmt.testing.qemu import run_tool
+from blockfmt_vhdx.constants import BatState
 
 from .workload import (
     CHUNK_SPAN_512,

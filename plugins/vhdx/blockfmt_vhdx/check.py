@@ -5,6 +5,8 @@ messages) or inside the header section, log, BAT or metadata region, and payload
 overlap each other. ``-r all`` fixes what is safe: invalid and unusable entries become ZERO
 (they could not be read anyway); overlapping blocks are only reported, since which of the two
 owns the space cannot be known. A log replayed on open counts as one corruption fixed, as in QEMU.
+Cluster counts and the image end offset stay unset, as QEMU's VHDX check leaves them, so
+``qemu-img check`` output is reproduced line for line.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ def check_image(driver: VhdxDriver, repair: RepairMode) -> CheckResult:
     driver.file_size = driver.file.size()
     fixes: dict[int, int] = {}
     placed: list[tuple[int, int]] = []
-    end = max(span.end for span in driver.regions.spans)
     for kind, start, stop in bat.runs(0, geometry.payload_blocks):
         if kind == KIND_ZERO:
             continue
@@ -44,7 +45,6 @@ def check_image(driver: VhdxDriver, repair: RepairMode) -> CheckResult:
                 fixes[block] = make_entry(BatState.ZERO)
                 continue
             placed.append((offset, block))
-            end = max(end, offset + block_size)
     placed.sort()
     for (prev_offset, prev_block), (offset, block) in itertools.pairwise(placed):
         if prev_offset + block_size > offset:
@@ -53,9 +53,6 @@ def check_image(driver: VhdxDriver, repair: RepairMode) -> CheckResult:
                 f"BAT entry {geometry.payload_index(prev_block)} (offset {prev_offset})"
             )
             result.corruptions += 1
-    result.total_clusters = geometry.payload_blocks
-    result.allocated_clusters = len(placed)
-    result.image_end_offset = end
     if fixes and repair is RepairMode.ALL:
         driver.begin_change()
         driver.commit_entries(fixes)
