@@ -7,10 +7,10 @@ import struct
 from pathlib import Path
 
 import pytest
-from blockfmt_vdi.constants import BMAP_UNALLOCATED
 
 import blockfmt
 from blockfmt.testing.qemu import run_tool
+from blockfmt_vdi.constants import BMAP_UNALLOCATED
 
 from .conftest import MIB
 

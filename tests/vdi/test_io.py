@@ -7,11 +7,11 @@ import random
 import struct
 
 import pytest
-from blockfmt_vdi.constants import BMAP_DISCARDED, BMAP_UNALLOCATED
-from blockfmt_vdi.image import VdiDriver
 
 import blockfmt
 from blockfmt.errors import BlockFormatError, CorruptImageError, UnsupportedFeatureError
+from blockfmt_vdi.constants import BMAP_DISCARDED, BMAP_UNALLOCATED
+from blockfmt_vdi.image import VdiDriver
 
 from .conftest import MIB, apply_to_reference, random_writes
 

@@ -6,13 +6,13 @@ import struct
 import uuid
 
 import pytest
-from blockfmt_vdi.constants import BLOCKS_IN_IMAGE_MAX, DISK_SIZE_MAX, HEADER_STRUCT_SIZE, ImageType
-from blockfmt_vdi.create import plan_header
-from blockfmt_vdi.structs import Header, PreHeader
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blockfmt.errors import BlockFormatError, CorruptImageError, UnsupportedFeatureError
+from blockfmt_vdi.constants import BLOCKS_IN_IMAGE_MAX, DISK_SIZE_MAX, HEADER_STRUCT_SIZE, ImageType
+from blockfmt_vdi.create import plan_header
+from blockfmt_vdi.structs import Header, PreHeader
 
 # The header sector of `qemu-img create -f vdi t.vdi 64M` (QEMU 7.2.22), split by field groups.
 QEMU_64M_HEADER = (
