@@ -257,3 +257,14 @@ def test_overlapping_layout_opens_read_only_but_not_for_writing(image):
         assert img.size == 562949819203584
     with pytest.raises(CorruptImageError, match="refusing to open it for writing"):
         blockfmt.open(image, read_only=False)
+
+
+def test_discard_in_an_image_with_spare_blocks_zeroes_in_place_and_keeps_the_count(image):
+    with blockfmt.open(image, read_only=False) as img:
+        img.write_at(0, b"\x03" * 3 * MIB)
+    os.truncate(image, 0x400 + 4 * MIB)  # a spare block after the last counted one (a crash leftover)
+    with blockfmt.open(image, read_only=False) as img:
+        img.discard(MIB, MIB)
+        assert img.read_at(0, 3 * MIB) == b"\x03" * MIB + bytes(MIB) + b"\x03" * MIB
+        assert img.check().clean
+    assert entries(image, 3) == [0, 1, 2] and allocated_count(image) == 3

@@ -240,13 +240,16 @@ class VdiDriver(FormatDriver):
         """
         old_count = self.header.blocks_allocated
         new_count = old_count - len(freed)
-        for lo, hi in _ranges(sorted(freed)):
-            self.bmap.set_range(lo, [BMAP_DISCARDED] * (hi - lo + 1))
         dense = new_count >= 0 and self.file_end == self.host_offset(old_count)
         if not dense or not all(e < old_count for e in freed.values()):
-            # Not the layout QEMU and VirtualBox keep: leave the data where it is, count what is left.
-            self._write_count(max(0, new_count))
+            # Not the layout QEMU and VirtualBox keep (a crash left spare blocks, or the count is
+            # off): lowering the count could let QEMU allocate over a live block, so free the
+            # space in place instead; the blocks stay mapped and read as zeros.
+            for entry in freed.values():
+                self.file.punch_hole(self.host_offset(entry), self.block_size)
             return
+        for lo, hi in _ranges(sorted(freed)):
+            self.bmap.set_range(lo, [BMAP_DISCARDED] * (hi - lo + 1))
         holes = sorted(e for e in freed.values() if e < new_count)
         movers = sorted(set(range(new_count, old_count)) - set(freed.values()))
         owners = self.bmap.owners(movers)
