@@ -71,6 +71,7 @@ def create(
     format: str,
     size: int,
     *,
+    exact: bool = False,
     host: Host | None = None,
     **options: Any,
 ) -> None:
@@ -79,6 +80,8 @@ def create(
     Options are the format's ``-o`` options other than ``size``, by their qemu-img names
     (``block_size=8 << 20``) or QMP names (``**{"block-size": 8 << 20}``); strings are parsed
     as qemu-img parses them.
+    With *exact*, options behave as in QMP ``blockdev-create``: absent ones get no defaults and no
+    value is rounded silently (the format reports what qemu-img would have rounded as an error).
     A regular file is built under a temporary name and renamed into place, so a failed create
     leaves an existing file at *path* untouched.
 
@@ -89,7 +92,7 @@ def create(
     spec = host.spec(format)
     if not isinstance(size, int) or size < 0:
         raise InvalidOptionError("Image size must be a non-negative integer")
-    typed = coerce_create_options(spec, options)
+    typed = coerce_create_options(spec, options, fill_defaults=not exact)
     typed.pop("size", None)  # the size option is the *size* argument; qemu-img folds ``-o size=`` into it
     target = os.fspath(path)
     try:
@@ -100,7 +103,7 @@ def create(
         file = OsImageFile(target, read_only=False)
         try:
             file.lock(CREATE_LOCK)
-            host.create(format, file, size, typed)
+            host.create(format, file, size, typed, exact=exact)
         finally:
             file.close()
         return
@@ -116,7 +119,7 @@ def create(
         file = OsImageFile(temp, read_only=False)
         file.name = target
         try:
-            host.create(format, file, size, typed)
+            host.create(format, file, size, typed, exact=exact)
             file.flush()
         finally:
             file.close()

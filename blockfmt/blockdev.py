@@ -113,7 +113,7 @@ def blockdev_create(
     host.spec(driver)
     target = resolve_file(options["file"], nodes or {})
     rest = {k: v for k, v in options.items() if k not in ("driver", "file", "size")}
-    create(target, driver, size, host=host, **_format_options(host, driver, rest))
+    create(target, driver, size, exact=True, host=host, **_format_options(host, driver, rest))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

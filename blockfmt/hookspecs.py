@@ -81,13 +81,20 @@ def blockfmt_open(
 
 
 @hookspec(firstresult=True)
-def blockfmt_create(format: str, file: ImageFile, size: int, options: dict[str, Any]) -> bool | None:
+def blockfmt_create(
+    format: str, file: ImageFile, size: int, options: dict[str, Any], exact: bool
+) -> bool | None:
     """Write a new, empty image of *format* and virtual *size* into the empty *file*.
 
     Called by :func:`blockfmt.create` after it parsed *options* against the format's
     :class:`~blockfmt.driver.CreateOption` list (values are typed: int sizes, bool flags, str).
     Return None when *format* is not yours.
     Stops at first non-None result.
+
+    :param exact: False for ``qemu-img create`` semantics: options absent from the command line
+        hold their defaults and the format may round values silently, as QEMU's
+        ``bdrv_co_create_opts`` do. True for QMP ``blockdev-create`` semantics: absent options are
+        None and every value is taken as given, so a value qemu-img would round is an error.
 
     :returns: True once the image is written.
     :raises InvalidOptionError: with QEMU's message for invalid sizes or option values.

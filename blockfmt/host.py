@@ -105,9 +105,14 @@ class Host:
             raise UnsupportedFormatError(f"format '{format}' has no plugin that can open it")
         return driver
 
-    def create(self, format: str, file: ImageFile, size: int, options: dict[str, Any]) -> None:
-        """Ask the plugins to write a new image of *format* into *file*."""
-        if not self.pm.hook.blockfmt_create(format=format, file=file, size=size, options=options):
+    def create(
+        self, format: str, file: ImageFile, size: int, options: dict[str, Any], *, exact: bool = False
+    ) -> None:
+        """Ask the plugins to write a new image of *format* into *file* (see ``blockfmt_create``)."""
+        created = self.pm.hook.blockfmt_create(
+            format=format, file=file, size=size, options=options, exact=exact
+        )
+        if not created:
             raise UnsupportedOperationError(f"Format driver '{format}' does not support image creation")
 
     def check(self, format: str, driver: FormatDriver, repair: RepairMode) -> CheckResult:

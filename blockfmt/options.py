@@ -57,7 +57,7 @@ def parse_size(text: str) -> int:
 def parse_option_list(text: str) -> list[tuple[str, str]]:
     """Split ``key=value,key2=value2`` (``,,`` is a literal comma) into pairs, in order.
 
-    A key without ``=`` is kept with an empty value so that ``help`` can be recognised.
+    A key without ``=`` means ``key=on``, as in QEMU's ``qemu_opts_parse`` (``-o static``).
     """
     pairs: list[tuple[str, str]] = []
     for item in re.split(r"(?<!,),(?!,)", text):
@@ -65,7 +65,7 @@ def parse_option_list(text: str) -> list[tuple[str, str]]:
             continue
         item = item.replace(",,", ",")
         key, sep, value = item.partition("=")
-        pairs.append((key, value if sep else ""))
+        pairs.append((key, value if sep else "on"))
     return pairs
 
 
@@ -98,12 +98,14 @@ def _coerce(option: CreateOption, value: Any) -> Any:
 
 
 def coerce_create_options(
-    spec: FormatSpec, given: Mapping[str, Any] | Iterable[tuple[str, Any]]
+    spec: FormatSpec, given: Mapping[str, Any] | Iterable[tuple[str, Any]], *, fill_defaults: bool = True
 ) -> dict[str, Any]:
     """Turn user-supplied create options into typed values, filling defaults.
 
     Keys may use the ``-o`` spelling (``log_size``) or the QMP one (``log-size``).
 
+    :param fill_defaults: give absent options their defaults (qemu-img); when False they stay None
+        (QMP ``blockdev-create``, where an absent key means "not given").
     :returns: every option of *spec*, typed; ``None`` where unset and without default.
     :raises InvalidOptionError: for unknown keys or badly typed values (qemu-img's messages).
     """
@@ -114,7 +116,8 @@ def coerce_create_options(
             by_name[option.blockdev_name] = option
     items = given.items() if isinstance(given, Mapping) else given
     result: dict[str, Any] = {
-        o.name: (None if o.default is None else _coerce(o, o.default)) for o in spec.create_options
+        o.name: (_coerce(o, o.default) if fill_defaults and o.default is not None else None)
+        for o in spec.create_options
     }
     for key, value in items:
         option = by_name.get(key)

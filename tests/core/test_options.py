@@ -48,8 +48,8 @@ def test_parse_size_rejects_non_sizes(text: str) -> None:
 
 
 def test_option_list_keeps_order_and_unescapes_double_commas() -> None:
-    """',,' is a literal comma inside a value, as in QEMU's option parser."""
-    assert parse_option_list("a=1,b=x,,y,help") == [("a", "1"), ("b", "x,y"), ("help", "")]
+    """',,' is a literal comma inside a value, and a bare key means key=on, as in QEMU's parser."""
+    assert parse_option_list("a=1,b=x,,y,static") == [("a", "1"), ("b", "x,y"), ("static", "on")]
 
 
 def test_coerce_fills_defaults_and_types_values() -> None:

@@ -60,12 +60,12 @@ CORRUPTIONS = [
 ]
 
 
-def test_clean_image_checks_clean_with_qemu_like_counters(image):
+def test_clean_image_checks_clean_without_counters_like_qemu(image):
+    """QEMU's VDI check sets no allocation counters or end offset; qemu-img prints none."""
     with blockfmt.open(image) as img:
         result = img.check()
     assert result.clean and result.messages == []
-    assert (result.total_clusters, result.allocated_clusters, result.fragmented_clusters) == (9, 4, 0)
-    assert result.image_end_offset == 0x400 + WRITTEN
+    assert (result.total_clusters, result.allocated_clusters, result.image_end_offset) == (None, None, None)
 
 
 @pytest.mark.parametrize(

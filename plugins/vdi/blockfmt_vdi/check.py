@@ -40,7 +40,6 @@ class _Scan:
     counted: int = 0  # entries below blocks_in_image, as QEMU counts them
     drops: list[int] = field(default_factory=list)
     extend_to: int = 0
-    highest_end: int = 0
     max_entry: int = -1
     rewrite_count: bool = False
     complete: bool = True  # False when the map could not be read to its end: nothing is repaired then
@@ -73,10 +72,10 @@ def check_image(driver: VdiDriver, repair: RepairMode) -> CheckResult:
 def _scan(driver: VdiDriver, fix: bool) -> _Scan:
     header = driver.header
     bii = header.blocks_in_image
-    result = CheckResult(total_clusters=bii)
-    scan = _Scan(result, highest_end=header.offset_data)
+    # QEMU's vdi_co_check fills no allocation counters or end offset, so qemu-img prints none.
+    result = CheckResult()
+    scan = _Scan(result)
     seen = bytearray(-(-bii // 8))
-    previous: int | None = None
 
     def report(message: str, fixed: bool) -> None:
         if fixed:
@@ -89,12 +88,10 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
     try:
         for first, page in driver.bmap.pages():
             if len(page) == PAGE_ENTRIES and page.tobytes() == _EMPTY_PAGE:
-                previous = None
                 continue
             for slot, entry in enumerate(page):
                 block = first + slot
                 if not is_allocated(entry):
-                    previous = None
                     continue
                 start = driver.host_offset(entry)
                 past_eof = start >= driver.file_end
@@ -102,7 +99,6 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
                     report(f"block index {block} too large, is {entry}", fix and past_eof)
                     if fix and past_eof:
                         scan.drops.append(block)
-                    previous = None
                     continue
                 scan.counted += 1
                 if past_eof:
@@ -122,11 +118,7 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
                 if not past_eof and end > driver.file_end:
                     report(f"block index {block} is cut short by the end of the file, is {entry}", fix)
                     scan.extend_to = max(scan.extend_to, end)
-                if previous is not None and entry != previous + 1:
-                    result.fragmented_clusters = (result.fragmented_clusters or 0) + 1
-                previous = entry
                 scan.max_entry = max(scan.max_entry, entry)
-                scan.highest_end = max(scan.highest_end, end)
     except CorruptImageError as err:
         result.corruptions += 1
         result.messages.append(f"ERROR: {err}")
@@ -141,7 +133,4 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
     if scan.counted != header.blocks_allocated:
         fixed = fix and dense and result.corruptions == 0
         report(f"allocated blocks mismatch, is {scan.counted}, should be {header.blocks_allocated}", fixed)
-    result.allocated_clusters = scan.allocated
-    result.fragmented_clusters = result.fragmented_clusters or 0
-    result.image_end_offset = scan.highest_end
     return scan

@@ -39,11 +39,10 @@ _NULL_UUID = uuid.UUID(int=0)
 
 
 def plan_header(size: int, *, static: bool) -> Header:
-    """The header QEMU writes for a disk of *size* bytes (rounded up to sectors, as qemu-img does).
+    """The header QEMU writes for a disk of exactly *size* bytes (``vdi_co_do_create``).
 
     :raises InvalidOptionError: above ``VDI_DISK_SIZE_MAX``, with QEMU's message.
     """
-    size = round_up(size, SECTOR_SIZE)
     if size > DISK_SIZE_MAX:
         raise InvalidOptionError(unsupported_size_message(size))
     blocks = -(-size // DEFAULT_BLOCK_SIZE)

@@ -11,10 +11,10 @@ from blockfmt.fileio import ImageFile
 from blockfmt.markers import hookimpl
 
 from .check import check_image
-from .constants import FORMAT_NAME, HEADER_STRUCT_SIZE, VDI_SIGNATURE
+from .constants import FORMAT_NAME, HEADER_STRUCT_SIZE, SECTOR_SIZE, VDI_SIGNATURE
 from .create import write_new_image
 from .image import VdiDriver
-from .structs import PreHeader
+from .structs import PreHeader, round_up
 
 VDI_SPEC = FormatSpec(
     FORMAT_NAME,
@@ -54,9 +54,13 @@ def blockfmt_open(format: str, file: ImageFile, read_only: bool, options: dict[s
 
 
 @hookimpl
-def blockfmt_create(format: str, file: ImageFile, size: int, options: dict[str, Any]) -> bool | None:
+def blockfmt_create(
+    format: str, file: ImageFile, size: int, options: dict[str, Any], exact: bool
+) -> bool | None:
     if format != FORMAT_NAME:
         return None
+    if not exact:  # qemu-img rounds the size up to whole sectors (vdi_co_create_opts); QMP does not
+        size = round_up(size, SECTOR_SIZE)
     write_new_image(file, size, static=bool(options.get("static")))
     return True
 

@@ -128,27 +128,52 @@ class Layout:
         return self.data_offset
 
 
-def plan_layout(size: int, options: dict[str, Any]) -> Layout:
-    """Validate *options* the way ``qemu-img create`` does and place every structure.
+def round_like_qemu_img(size: int, options: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Apply ``qemu-img create``'s silent rounding before the exact rules of :func:`plan_layout`.
 
-    Sizes are rounded up silently as QEMU does: the disk size to 512 bytes (to the logical sector
-    size for 4096), log and block size to 1 MiB; a block size above 256 MiB becomes 256 MiB.
+    As QEMU's ``vhdx_co_create_opts``: the disk size goes up to 512 bytes (to the logical sector
+    size for 4096), log and block size up to 1 MiB, a block size above 256 MiB becomes 256 MiB, and
+    a block size of 0 means "choose automatically".
+    """
+    logical = _sector_size(options.get("logical_sector_size"), "logical_sector_size", 512)
+    rounded = dict(options)
+    if options.get("log_size") is not None:
+        rounded["log_size"] = _round_up(options["log_size"], LOG_ALIGNMENT)
+    if options.get("block_size") is not None:
+        rounded["block_size"] = min(_round_up(options["block_size"], MiB), BLOCK_SIZE_MAX) or None
+    return _round_up(size, max(_QEMU_SECTOR, logical)), rounded
+
+
+def plan_layout(size: int, options: dict[str, Any]) -> Layout:
+    """Validate *options* as QEMU's ``vhdx_co_create`` does and place every structure.
+
+    Values are taken exactly (QMP ``blockdev-create``); the qemu-img path first passes them through
+    :func:`round_like_qemu_img`. Absent (None) options take QEMU's defaults.
 
     :raises InvalidOptionError: with QEMU's message.
     """
     logical = _sector_size(options.get("logical_sector_size"), "logical_sector_size", 512)
     physical = _sector_size(options.get("physical_sector_size"), "physical_sector_size", logical)
-    size = _round_up(size, max(_QEMU_SECTOR, logical))
     if size > MAX_DISK_SIZE:
         raise InvalidOptionError("Image size too large; max of 64TB")
-    log_size = _round_up(options.get("log_size", DEFAULT_LOG_SIZE) or 0, LOG_ALIGNMENT)
+    if size % logical:
+        raise InvalidOptionError(f"Image size must be a multiple of the logical sector size ({logical})")
+    log_size = options.get("log_size")
+    if log_size is None:
+        log_size = DEFAULT_LOG_SIZE
     if log_size >= LOG_SIZE_LIMIT:
         raise InvalidOptionError("Log size must be smaller than 4 GB")
-    if log_size < LOG_ALIGNMENT:
+    if log_size < LOG_ALIGNMENT or log_size % LOG_ALIGNMENT:
         raise InvalidOptionError("Log size must be a multiple of 1 MB")
-    block_size = min(_round_up(options.get("block_size") or 0, MiB), BLOCK_SIZE_MAX) or _auto_block_size(size)
+    block_size = options.get("block_size")
+    if block_size is None:
+        block_size = _auto_block_size(size)
+    if block_size < MiB or block_size % MiB:
+        raise InvalidOptionError("Block size must be a multiple of 1 MB")
     if block_size & (block_size - 1):
         raise InvalidOptionError("Block size must be a power of two")
+    if block_size > BLOCK_SIZE_MAX:
+        raise InvalidOptionError(f"Block size must not exceed {BLOCK_SIZE_MAX}")
     subformat = options.get("subformat") or "dynamic"
     if subformat not in ("dynamic", "fixed"):
         raise InvalidOptionError(f"Parameter 'subformat' does not accept value '{subformat}'")

@@ -10,7 +10,7 @@ from blockfmt.markers import hookimpl
 
 from .check import check_image
 from .constants import FILE_SIGNATURE
-from .create import CREATE_OPTIONS, plan_layout, write_new_image
+from .create import CREATE_OPTIONS, plan_layout, round_like_qemu_img, write_new_image
 from .image import VhdxDriver
 
 FORMAT_NAME = "vhdx"
@@ -40,9 +40,13 @@ def blockfmt_open(
 
 
 @hookimpl
-def blockfmt_create(format: str, file: ImageFile, size: int, options: dict[str, Any]) -> bool | None:
+def blockfmt_create(
+    format: str, file: ImageFile, size: int, options: dict[str, Any], exact: bool
+) -> bool | None:
     if format != FORMAT_NAME:
         return None
+    if not exact:
+        size, options = round_like_qemu_img(size, options)
     write_new_image(file, plan_layout(size, options))
     return True
 
