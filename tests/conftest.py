@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import pytest
 from blockfmt.testing.qemu import find_qemu_tool, in_ci
 
 REPO = Path(__file__).resolve().parent.parent
-#: QEMU's and Hyper-V's sample images, shared beside the repository (never copied into it)
-SHARED_SAMPLES = REPO.parent / "shared" / "sample_images"
+#: QEMU's and Hyper-V's sample images, shared beside the repository (never copied into it);
+#: ``SAMPLE_IMG_DIR`` overrides the place, as in qemu-iotests
+SHARED_SAMPLES = Path(os.environ.get("SAMPLE_IMG_DIR") or REPO.parent / "shared" / "sample_images")
 
 
 def _require_tool(name: str) -> str:
