@@ -32,10 +32,6 @@ OPEN = {
         "sequence number is 2**64-1 (valid checksum) makes the first write raise struct.error "
         "'argument out of range' when the next header is packed with sequence number + 1"
     ),
-    "vhdx-log-hostile-last-file-offset-truncate": (
-        "plugins/vhdx/blockfmt_vhdx/log.py replay_log: a log entry (valid checksum) whose last file "
-        "offset is 2**56 makes replay truncate the file to 64 PiB; bound it before resizing"
-    ),
 }
 
 

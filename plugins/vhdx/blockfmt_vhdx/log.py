@@ -58,6 +58,12 @@ HEADERS_END = 3 * 64 * 1024
 FILE_SIZE_ALIGNMENT = _MiB
 #: the largest file offset a POSIX file can reach
 MAX_FILE_OFFSET = (1 << 63) - 1
+#: how far past the current end of file a log may ask replay to extend it. A legitimate LastFileOffset
+#: runs ahead of the file only by blocks a crash left unextended after the entry was written (QEMU's
+#: writer and ours extend and flush before logging, so for them it never does); 16 blocks of the
+#: 256 MiB maximum (MS-VHDX §2.6.2.1) is far beyond that. More is a hostile log, and honouring it
+#: would make replay allocate terabytes wherever the file system is not sparse.
+MAX_REPLAY_GROWTH = 16 * 256 * _MiB
 #: bytes read per I/O while scanning or verifying the log
 _CHUNK_SIZE = _MiB
 #: scanning work allowed, in multiples of the log length, before a log counts as hostile
@@ -343,7 +349,10 @@ def _check_ranges(file: ImageFile, sequence: LogSequence) -> None:
     log_end = sequence.log_offset + sequence.log_length
     for entry in sequence.entries:
         header = entry.header
-        if header.last_file_offset > MAX_FILE_OFFSET - FILE_SIZE_ALIGNMENT:
+        if (
+            header.last_file_offset > MAX_FILE_OFFSET - FILE_SIZE_ALIGNMENT
+            or header.last_file_offset > file_size + MAX_REPLAY_GROWTH
+        ):
             raise CorruptImageError(
                 f"VHDX log entry {header.sequence_number} has an invalid "
                 f"LastFileOffset {header.last_file_offset}"
