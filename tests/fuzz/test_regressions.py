@@ -27,11 +27,6 @@ OPEN = {
         "check -r all, and the next allocating write lands at offset_data + blocks_allocated * 1 MiB "
         "(32 GiB into a 2 MiB file)"
     ),
-    "vhdx-header-sequence-number-overflow": (
-        "plugins/vhdx/blockfmt_vhdx/headers.py update (structs.py Header.pack): a current header whose "
-        "sequence number is 2**64-1 (valid checksum) makes the first write raise struct.error "
-        "'argument out of range' when the next header is packed with sequence number + 1"
-    ),
 }
 
 

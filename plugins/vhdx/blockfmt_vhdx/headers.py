@@ -16,6 +16,9 @@ from blockfmt.fileio import ImageFile
 from .constants import HEADER_OFFSETS, HEADER_SIZE
 from .structs import Header
 
+#: SequenceNumber is a UINT64 (MS-VHDX §2.2.2); an update needs room for one increment per copy
+MAX_SEQUENCE_NUMBER = (1 << 64) - 1
+
 __all__ = ["HeaderPair", "read_headers", "write_headers"]
 
 _UNSET = object()
@@ -44,7 +47,12 @@ class HeaderPair:
 
         :param log_guid: the new LogGuid; ``None`` clears it to zero; leave it out to keep it.
         :returns: the new current header.
+        :raises CorruptImageError: when the sequence number cannot grow any more (nothing is written).
         """
+        if self.current.sequence_number > MAX_SEQUENCE_NUMBER - len(HEADER_OFFSETS):
+            raise CorruptImageError(
+                f"VHDX header sequence number {self.current.sequence_number} cannot be incremented"
+            )
         changes: dict[str, object] = {}
         if file_write_guid is not None:
             changes["file_write_guid"] = file_write_guid
