@@ -17,17 +17,7 @@ from blockfmt.testing.fuzz import UNMUTATED, Layout, Seed, SparseBytes, run_camp
 REGRESSIONS = Path(__file__).parent / "regressions"
 
 #: finding -> where it must be fixed and what is wrong
-OPEN = {
-    "vdi-repair-duplicate-keeps-allocated-count": (
-        "plugins/vdi/blockfmt_vdi/check.py: repairing 'block index 2 also used by 2' reports a clean "
-        "image, but blocks_allocated is not recounted: a second check says 'allocated blocks mismatch'"
-    ),
-    "vdi-hostile-blocks-allocated-grows-file": (
-        "plugins/vdi/blockfmt_vdi (check.py / image.py): 'allocated blocks mismatch' is not repaired by "
-        "check -r all, and the next allocating write lands at offset_data + blocks_allocated * 1 MiB "
-        "(32 GiB into a 2 MiB file)"
-    ),
-}
+OPEN: dict[str, str] = {}
 
 
 def _inputs() -> list:

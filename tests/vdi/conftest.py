@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,20 @@ def random_writes(seed: int, size: int, count: int, max_length: int = 3 * MIB) -
 def apply_to_reference(reference: bytearray, writes: list[Write]) -> None:
     for w in writes:
         reference[w.offset : w.offset + w.length] = bytes([w.pattern]) * w.length
+
+
+def entries(path: Path, count: int) -> list[int]:
+    """The first *count* block map entries of a QEMU-layout image (map at 0x200)."""
+    with open(path, "rb") as f:
+        f.seek(0x200)
+        return list(struct.unpack(f"<{count}I", f.read(4 * count)))
+
+
+def allocated_count(path: Path) -> int:
+    """The header's ``blocks_allocated`` (offset 388)."""
+    with open(path, "rb") as f:
+        f.seek(388)
+        return struct.unpack("<I", f.read(4))[0]
 
 
 def qemu_io_write(qemu_io: str, path: Path, writes: list[Write]) -> None:

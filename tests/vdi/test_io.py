@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import struct
 
 import pytest
 
@@ -13,21 +12,9 @@ from blockfmt.errors import BlockFormatError, CorruptImageError, UnsupportedFeat
 from blockfmt_vdi.constants import BMAP_DISCARDED, BMAP_UNALLOCATED
 from blockfmt_vdi.image import VdiDriver
 
-from .conftest import MIB, apply_to_reference, random_writes
+from .conftest import MIB, allocated_count, apply_to_reference, entries, random_writes
 
 SIZE = 8 * MIB + 300 * 1024  # not a whole number of blocks
-
-
-def entries(path, count):
-    with open(path, "rb") as f:
-        f.seek(0x200)
-        return list(struct.unpack(f"<{count}I", f.read(4 * count)))
-
-
-def allocated_count(path):
-    with open(path, "rb") as f:
-        f.seek(388)
-        return struct.unpack("<I", f.read(4))[0]
 
 
 @pytest.fixture

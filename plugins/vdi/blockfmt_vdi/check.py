@@ -10,9 +10,12 @@ QEMU repairs nothing; ``RepairMode.ALL`` here fixes what is safe without guessin
 - a block cut short by end of file gets the file extended to cover it (the missing tail reads
   as zeros, as it did);
 - the later of two entries sharing a data block is dropped (the first keeps the data);
-- the count is rewritten from the repaired map, last, and only when the kept entries are dense
-  below it: QEMU allocates at ``blocks_allocated``, so a lower count over a sparse map would let
-  QEMU overwrite a live block. Entries too large but inside the file are reported, not guessed at.
+- the count is rewritten from the repaired map, last. QEMU allocates at ``blocks_allocated``, so
+  a count over a sparse map would let QEMU overwrite a live block: when kept entries lie at or
+  above the new count, the data area is compacted first (:meth:`VdiDriver.compact`: the highest
+  blocks are copied into the unused slots below the count, flushed, then repointed), and the file
+  is cut after the last block. Entries too large but inside the file are reported, not guessed at,
+  and leave the count alone.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ class _Scan:
     drops: list[int] = field(default_factory=list)
     extend_to: int = 0
     max_entry: int = -1
+    max_block: int = -1  # the block whose entry is max_entry
     rewrite_count: bool = False
     complete: bool = True  # False when the map could not be read to its end: nothing is repaired then
+    seen: bytearray = field(default_factory=bytearray)  # bit per data-area slot named by a kept entry
 
 
 def check_image(driver: VdiDriver, repair: RepairMode) -> CheckResult:
@@ -63,10 +68,37 @@ def check_image(driver: VdiDriver, repair: RepairMode) -> CheckResult:
             driver.file.truncate(scan.extend_to)
             driver.file_end = scan.extend_to
         if scan.rewrite_count:
-            driver.header = driver.header.with_blocks_allocated(scan.allocated)
-            driver.file.pwrite(driver.header.pack(), 0)
+            driver.file.flush()  # the drops are durable before any slot they freed is reused
+            driver.compact(_moves_below(driver, scan), scan.allocated)
         driver.file.flush()
     return result
+
+
+def _moves_below(driver: VdiDriver, scan: _Scan) -> list[tuple[int, int, int]]:
+    """``(virtual block, entry, free slot)`` moving every kept entry at or above the new count below it.
+
+    Runs after the drops are written, so the map holds only kept entries, each naming its own slot;
+    the free slots are those below the count that no kept entry names (``scan.seen``).
+    """
+    count = scan.allocated
+    if scan.max_entry < count:
+        return []
+    holes = [
+        slot
+        for byte in range(-(-count // 8))
+        if scan.seen[byte] != 0xFF
+        for slot in range(byte * 8, min(count, byte * 8 + 8))
+        if not scan.seen[byte] & (1 << (slot % 8))
+    ]
+    bii = driver.header.blocks_in_image
+    movers = sorted(
+        (entry, first + slot)
+        for first, page in driver.bmap.pages()
+        if not (len(page) == PAGE_ENTRIES and page.tobytes() == _EMPTY_PAGE)
+        for slot, entry in enumerate(page)
+        if count <= entry < bii
+    )
+    return [(block, entry, hole) for (entry, block), hole in zip(movers, holes, strict=True)]
 
 
 def _scan(driver: VdiDriver, fix: bool) -> _Scan:
@@ -75,7 +107,7 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
     # QEMU's vdi_co_check fills no allocation counters or end offset, so qemu-img prints none.
     result = CheckResult()
     scan = _Scan(result)
-    seen = bytearray(-(-bii // 8))
+    seen = scan.seen = bytearray(-(-bii // 8))
 
     def report(message: str, fixed: bool) -> None:
         if fixed:
@@ -118,19 +150,22 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
                 if not past_eof and end > driver.file_end:
                     report(f"block index {block} is cut short by the end of the file, is {entry}", fix)
                     scan.extend_to = max(scan.extend_to, end)
-                scan.max_entry = max(scan.max_entry, entry)
+                if entry > scan.max_entry:
+                    scan.max_entry, scan.max_block = entry, block
     except CorruptImageError as err:
         result.corruptions += 1
         result.messages.append(f"ERROR: {err}")
         scan.complete = False
         return scan
-    # QEMU allocates new blocks at blocks_allocated: the count may only be lowered to what the map
-    # holds when the kept entries are dense below it, or QEMU's next write would overwrite one.
-    dense = scan.max_entry < scan.allocated
-    scan.rewrite_count = (
-        fix and dense and result.corruptions == 0 and scan.allocated != header.blocks_allocated
-    )
-    if scan.counted != header.blocks_allocated:
-        fixed = fix and dense and result.corruptions == 0
-        report(f"allocated blocks mismatch, is {scan.counted}, should be {header.blocks_allocated}", fixed)
+    count = header.blocks_allocated
+    clean = fix and result.corruptions == 0
+    scan.rewrite_count = clean and (scan.allocated != count or scan.max_entry >= scan.allocated)
+    if scan.counted != count:
+        report(f"allocated blocks mismatch, is {scan.counted}, should be {count}", clean)
+    elif scan.max_entry >= count:
+        # The count is right but the map is sparse: QEMU's next allocations would reach this block.
+        report(
+            f"block index {scan.max_block} lies at or above the allocated count {count}, is {scan.max_entry}",
+            clean,
+        )
     return scan

@@ -113,13 +113,24 @@ class VdiDriver(FormatDriver):
     # -- writes ---------------------------------------------------------------
 
     def _next_free_entry(self) -> int:
-        """Data-area index for the next new block: after the last counted block and after end of file.
+        """Data-area index for the next new block: the first one past end of file.
 
-        QEMU allocates at ``blocks_allocated``; taking end of file into account too means a wrong
-        count in a damaged image can never make a new block overwrite a live one.
+        QEMU allocates at ``blocks_allocated``. A count below what the file holds (a crash left
+        spare blocks, or the count is too low) could name a live block, so new blocks go after end
+        of file and the count is raised past them (see :meth:`write`). A count beyond end of file
+        means a damaged header or a truncated file: the map may hold entries past end of file that a
+        new block would alias, so nothing is allocated until ``check -r all`` has recounted.
+
+        :raises CorruptImageError: when ``blocks_allocated`` points past end of file.
         """
         stored = -(-max(0, self.file_end - self.header.offset_data) // self.block_size)
-        return max(self.header.blocks_allocated, stored)
+        count = self.header.blocks_allocated
+        if count > stored:
+            raise CorruptImageError(
+                f"VDI header counts {count} allocated blocks but the file holds only {stored}; "
+                "refusing to allocate a new block past the end of the file (run 'check -r all')"
+            )
+        return stored
 
     def _write_count(self, count: int) -> None:
         self.header = self.header.with_blocks_allocated(count)
@@ -132,18 +143,21 @@ class VdiDriver(FormatDriver):
         at end of file with their zero padding; (2) the header's ``blocks_allocated``; (3) the new map
         entries, in one write. A crash before (3) leaves only unreferenced space. The count goes
         before the map because QEMU allocates at ``blocks_allocated``: a count that lagged behind
-        the map would make QEMU's next allocation overwrite a live block.
+        the map would make QEMU's next allocation overwrite a live block. The new count is one past
+        the last new block, so it also covers spare blocks the new ones were placed after.
 
-        :raises CorruptImageError: when an allocated block lies beyond the end of the file; checked
-            before anything is written.
+        :raises CorruptImageError: when an allocated block lies beyond the end of the file, or a new
+            block is needed and :meth:`_next_free_entry` refuses; checked before anything is written.
         """
         runs = list(self._runs(offset, len(data)))
         for run, start, stop in runs:
             if run.entry is not None and self._run_host(run, stop) > self.file_end:
                 raise self._beyond_eof(run, start)
-        next_entry = self._next_free_entry()
-        if next_entry + len(data) // self.block_size + 2 > BMAP_DISCARDED:
-            raise CorruptImageError("VDI data area is full: no block map entry is left for a new block")
+        next_entry = 0
+        if any(run.entry is None for run, _, _ in runs):
+            next_entry = self._next_free_entry()
+            if next_entry + len(data) // self.block_size + 2 > BMAP_DISCARDED:
+                raise CorruptImageError("VDI data area is full: no block map entry is left for a new block")
         new_entries: dict[int, int] = {}
         for run, start, stop in runs:
             chunk = data[start - offset : stop - offset]
@@ -157,7 +171,7 @@ class VdiDriver(FormatDriver):
                 new_entries[first_block + i] = next_entry + i
             next_entry += count
         if new_entries:
-            self._write_count(self.header.blocks_allocated + len(new_entries))
+            self._write_count(next_entry)
             lo, hi = min(new_entries), max(new_entries)
             values = [new_entries[i] if i in new_entries else self.bmap.get(i) for i in range(lo, hi + 1)]
             self.bmap.set_range(lo, values)
@@ -232,11 +246,10 @@ class VdiDriver(FormatDriver):
     def _free_blocks(self, freed: dict[int, int]) -> None:
         """Mark blocks discarded and keep the data area dense, as VirtualBox does.
 
-        The blocks stored last in the file move into the freed slots, so every entry stays below
-        ``blocks_allocated`` (qemu-img check requires entries below ``blocks_in_image``, and QEMU
-        allocates at ``blocks_allocated``). Order: discarded entries first (a crash leaves free
-        space), then per moved block copy the data, then repoint its entry; then the count; then the
-        file shrinks (only when nothing but the moved blocks lay past the new end).
+        The blocks stored last in the file move into the freed slots (:meth:`compact`), so every
+        entry stays below ``blocks_allocated`` (qemu-img check requires entries below
+        ``blocks_in_image``, and QEMU allocates at ``blocks_allocated``). The discarded entries are
+        written (and flushed) before any freed slot is reused.
         """
         old_count = self.header.blocks_allocated
         new_count = old_count - len(freed)
@@ -253,14 +266,38 @@ class VdiDriver(FormatDriver):
         holes = sorted(e for e in freed.values() if e < new_count)
         movers = sorted(set(range(new_count, old_count)) - set(freed.values()))
         owners = self.bmap.owners(movers)
-        for entry, hole in zip(movers, holes, strict=True):
-            block = self.file.pread_exact(self.block_size, self.host_offset(entry), "VDI block")
-            self.file.pwrite(block, self.host_offset(hole))
-            for virtual in owners.get(entry, ()):
-                self.bmap.set_range(virtual, [hole])
-        self._write_count(new_count)
-        self.file.truncate(self.host_offset(new_count))
-        self.file_end = self.host_offset(new_count)
+        moves = [
+            (virtual, entry, hole)
+            for entry, hole in zip(movers, holes, strict=True)
+            for virtual in owners.get(entry, ())
+        ]
+        if moves:
+            self.file.flush()
+        self.compact(moves, new_count)
+
+    def compact(self, moves: list[tuple[int, int, int]], count: int) -> None:
+        """Move blocks into free slots, then make *count* the allocated count and cut the file after it.
+
+        *moves* are ``(virtual block, from entry, to entry)``. The caller guarantees that every
+        destination is referenced by no entry and that after the moves no entry is at or above
+        *count*, so what lies past the new end of the data area is unreferenced. Crash order: the
+        copies, flush (their slots are referenced by nothing yet); the map entries, flush (old and
+        new copy are equal, either entry reads right); the count (the old slots are free now, and
+        QEMU may allocate there); the file is cut last.
+        """
+        for _, source, target in moves:
+            block = self.file.pread_exact(self.block_size, self.host_offset(source), "VDI block")
+            self.file.pwrite(block, self.host_offset(target))
+        if moves:
+            self.file.flush()
+            for virtual, _, target in moves:
+                self.bmap.set_range(virtual, [target])
+            self.file.flush()
+        self._write_count(count)
+        end = self.host_offset(count)
+        if self.file_end > end:
+            self.file.truncate(end)
+            self.file_end = end
 
     # -- status and info -------------------------------------------------------
 
