@@ -16,7 +16,7 @@ from .seeds import SAMPLE_SEEDS, sample_seed
 pytestmark = pytest.mark.qemu  # the seeds are made by qemu-img and qemu-io
 
 #: cases per format in the default run (a few seconds each on one core)
-QUICK_CASES = int(os.environ.get("BLOCKFMT_FUZZ_QUICK_CASES", "150"))
+QUICK_CASES = int(os.environ.get("BLOCKFMT_FUZZ_QUICK_CASES", "500"))
 #: cases in the sweep, over every format
 SWEEP_CASES = int(os.environ.get("BLOCKFMT_FUZZ_SWEEP_CASES", "100000"))
 QUICK_LIMITS = Limits(seconds_per_case=10.0, read_budget=8 << 20)
