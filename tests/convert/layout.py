@@ -81,6 +81,16 @@ def cluster_size(path: Path, fmt: str) -> int:
         return img.info().cluster_size or FS_BLOCK
 
 
+def allowed_data(source_data: Iterable[tuple[int, int]], path: Path, fmt: str) -> list[tuple[int, int]]:
+    """Where a converted *fmt* target may hold data: the source's data per target cluster.
+
+    A raw target may also hold its first file system block: raw create allocates it, as QEMU's
+    file-posix does (``allocate_first_block``), so ``qemu-img convert`` output has it too.
+    """
+    allowed = widen(source_data, cluster_size(path, fmt))
+    return [*allowed, (0, FS_BLOCK)] if fmt == "raw" else allowed
+
+
 def widen(ranges: Iterable[tuple[int, int]], unit: int) -> list[tuple[int, int]]:
     """Round each range out to multiples of *unit*."""
     return [(start // unit * unit, -(-end // unit) * unit) for start, end in ranges]
