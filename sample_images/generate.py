@@ -110,11 +110,13 @@ def generate(name: str, directory: Path) -> tuple[Path, str]:
         faulty = _CutAfterLogFlush(inner)
         driver = default_host().open_driver("vhdx", faulty, False, {})
         *before, last = recipe.writes
-        for write in before:
+        for write in before:  # each write its own log transaction, as a flush after every request gives
             driver.write(write.offset, memoryview(bytes([write.byte]) * write.length))
+            driver.flush()
         faulty.armed = True
         try:
             driver.write(last.offset, memoryview(bytes([last.byte]) * last.length))
+            driver.flush()
         except PowerCut:
             pass
         else:

@@ -1,8 +1,10 @@
 """Power-cut sweep: cut the VHDX plugin's I/O after every write or flush of a workload (NOTES.md #10).
 
-After each cut the file is reopened read-write (which replays the log), ``qemu-img check`` must find
-no errors, every request finished before the cut must read back, and the request in flight must
-read, sector by sector, either its old or its new bytes, never anything else.
+The workload is a list of requests; a request is one or more operations followed by one flush, so
+some requests allocate several blocks that reach the BAT in a single log transaction. After each cut
+the file is reopened read-write (which replays the log), ``qemu-img check`` must find no errors,
+every request flushed before the cut must read back, and the request in flight must read, sector by
+sector, either its old or its new bytes, never anything else.
 """
 
 from __future__ import annotations
@@ -43,33 +45,44 @@ class Op:
             driver.write_zeroes(self.offset, self.length, unmap=True)
         else:
             driver.discard(self.offset, self.length)
-        driver.flush()
 
     def after(self) -> bytes:
         return bytes([self.byte or 0]) * self.length
 
 
-WORKLOAD = (
-    Op("write", 0, MiB + MiB // 2, 0x11),  # allocates two blocks
-    Op("write", MiB - 4096, 8192, 0x22),  # overwrite across a block boundary
-    Op("zero", 2 * MiB, 2 * MiB),  # whole blocks become ZERO
-    Op("write", 10 * MiB + SECTOR, 4096, 0x33),  # unaligned allocating write
-    Op("discard", 0, MiB),  # block 0 unmapped, its space punched
-    Op("write", 30 * MiB - 4096, 2 * MiB + 8192, 0x44),  # allocates four blocks
-    Op("zero", 30 * MiB, MiB),
-    Op("write", 3 * MiB, 4096, 0x55),  # allocates a block that was ZERO
-    Op("write", 0, 4096, 0x66),  # reallocates the discarded block
-    Op("write", 10 * MiB, 8192, 0x77),  # overwrite in place
-    Op("write", 20 * MiB, 3 * MiB, 0x88),  # allocates three blocks
-    Op("discard", 20 * MiB, 2 * MiB),
-    Op("write", 15 * MiB + 100 * SECTOR, 4096, 0x99),
+Request = tuple[Op, ...]
+
+WORKLOAD: tuple[Request, ...] = (
+    (Op("write", 0, MiB + MiB // 2, 0x11),),  # allocates two blocks
+    (Op("write", MiB - 4096, 8192, 0x22),),  # overwrite across a block boundary
+    (Op("zero", 2 * MiB, 2 * MiB),),  # whole blocks become ZERO
+    (Op("write", 10 * MiB + SECTOR, 4096, 0x33),),  # unaligned allocating write
+    (Op("discard", 0, MiB),),  # block 0 unmapped, its space punched
+    (Op("write", 30 * MiB - 4096, 2 * MiB + 8192, 0x44),),  # allocates four blocks
+    (Op("zero", 30 * MiB, MiB),),
+    (Op("write", 3 * MiB, 4096, 0x55),),  # allocates a block that was ZERO
+    (Op("write", 0, 4096, 0x66),),  # reallocates the discarded block
+    (Op("write", 10 * MiB, 8192, 0x77),),  # overwrite in place
+    (Op("write", 20 * MiB, 3 * MiB, 0x88),),  # allocates three blocks
+    (Op("discard", 20 * MiB, 2 * MiB),),
+    (Op("write", 15 * MiB + 100 * SECTOR, 4096, 0x99),),
+    # several allocating writes whose BAT entries share one log transaction, one of them in a
+    # BAT sector with entries of other requests (NOTES.md #4)
+    (
+        Op("write", 5 * MiB + 4096, 4096, 0xA1),
+        Op("write", 7 * MiB, MiB, 0xA2),
+        Op("write", 36 * MiB - SECTOR, 2 * SECTOR, 0xA3),
+        Op("write", 10 * MiB + 4096, 4096, 0xA4),  # in place, beside the allocations
+    ),
+    (Op("write", 25 * MiB, 4096, 0xB1), Op("zero", 30 * MiB, 2 * MiB), Op("write", 26 * MiB, 8192, 0xB2)),
 )
 
 
-def model(ops: tuple[Op, ...]) -> bytearray:
+def model(requests: tuple[Request, ...]) -> bytearray:
     disk = bytearray(DISK_SIZE)
-    for op in ops:
-        disk[op.offset : op.offset + op.length] = op.after()
+    for request in requests:
+        for op in request:
+            disk[op.offset : op.offset + op.length] = op.after()
     return disk
 
 
@@ -87,8 +100,10 @@ def run_workload(path: Path, cut_after: int | None, lose: LoseUnflushed, seed: i
     done = 0
     try:
         driver = default_host().open_driver("vhdx", faulty, False, {})
-        for op in WORKLOAD:
-            op.apply(driver)
+        for request in WORKLOAD:
+            for op in request:
+                op.apply(driver)
+            driver.flush()
             done += 1
         driver.close()
     except PowerCut:
@@ -106,17 +121,16 @@ def verify(path: Path, done: int, qemu_img: str) -> None:
         assert actual == old
     else:
         new = model(WORKLOAD[: done + 1])
-        flight = WORKLOAD[done]
         outside = bytearray(actual)
-        outside[flight.offset : flight.offset + flight.length] = old[
-            flight.offset : flight.offset + flight.length
-        ]
+        for op in WORKLOAD[done]:
+            outside[op.offset : op.offset + op.length] = old[op.offset : op.offset + op.length]
         assert outside == old, f"bytes outside request {done} changed"
-        for at in range(flight.offset, flight.offset + flight.length, SECTOR):
-            sector = actual[at : at + SECTOR]
-            assert sector in (old[at : at + SECTOR], new[at : at + SECTOR]), (
-                f"sector at {at} is neither old nor new"
-            )
+        for op in WORKLOAD[done]:
+            for at in range(op.offset, op.offset + op.length, SECTOR):
+                sector = actual[at : at + SECTOR]
+                assert sector in (old[at : at + SECTOR], new[at : at + SECTOR]), (
+                    f"sector at {at} is neither old nor new"
+                )
     result = run_tool([qemu_img, "check", "-f", "vhdx", str(path)])
     assert result.returncode == 0 and "No errors were found on the image." in result.output, result.output
 

@@ -96,6 +96,8 @@ class VhdxDriver(FormatDriver):
         self.block_size = self.params.block_size
         self._alloc_end: int | None = None
         self._log_writer: LogWriter | None = None
+        #: BAT entries (block -> entry) in memory but not yet on disk; see stage_entries
+        self._staged: dict[int, int] = {}
 
     # -- open -------------------------------------------------------------------------------
 
@@ -268,27 +270,45 @@ class VhdxDriver(FormatDriver):
             self._alloc_end = _round_up(end, OBJECT_ALIGNMENT)
         return self._alloc_end
 
-    def commit_entries(self, new_entries: dict[int, int]) -> None:
-        """Write the BAT entries of *new_entries* (block -> entry) in one log transaction, then
-        update the in-memory BAT."""
-        if not new_entries:
-            return
+    def stage_entries(self, new_entries: dict[int, int]) -> None:
+        """Put BAT entries into the in-memory BAT now and on disk at the next :meth:`commit_entries`.
+
+        Until then nothing on disk refers to the newly written blocks, so a crash leaves the old
+        contents (MS-VHDX §2.6: a block is visible only through its BAT entry). Batching the entries
+        of many requests into one log transaction is what makes small allocating writes cheap.
+        """
+        for block, value in new_entries.items():
+            self.bat.set_entry(block, value)
+        self._staged.update(new_entries)
+
+    def commit_entries(self, new_entries: dict[int, int] | None = None) -> bool:
+        """Stage *new_entries*, then make every staged BAT entry durable in one log transaction.
+
+        The log writer flushes before it writes its entry, so data written before this call is
+        durable before any BAT entry points at it.
+
+        :returns: whether anything was committed.
+        """
+        if new_entries:
+            self.stage_entries(new_entries)
+        if not self._staged:
+            return False
         base = self.regions.bat.file_offset
         updates: list[tuple[int, bytes]] = []
         run_start = run_end = -1
         run = bytearray()
-        for block in sorted(new_entries):
+        for block in sorted(self._staged):
             index = self.geometry.payload_index(block)
             if index != run_end:
                 if run:
                     updates.append((base + run_start * BAT_ENTRY_SIZE, bytes(run)))
                 run, run_start = bytearray(), index
-            run += _ENTRY.pack(new_entries[block])
+            run += _ENTRY.pack(self._staged[block])
             run_end = index + 1
         updates.append((base + run_start * BAT_ENTRY_SIZE, bytes(run)))
         self._log().write_transaction(updates)
-        for block, value in new_entries.items():
-            self.bat.set_entry(block, value)
+        self._staged.clear()
+        return True
 
     def write(self, offset: int, data: memoryview) -> None:
         self.begin_change()
@@ -315,9 +335,7 @@ class VhdxDriver(FormatDriver):
                 self.file_size = self._alloc_end
         for virt, host, n in segments:
             self.file.pwrite(data[virt - offset : virt - offset + n], host)
-        if new_entries:
-            self.file.flush()
-            self.commit_entries(new_entries)
+        self.stage_entries(new_entries)
 
     def _zero_in_place(self, offset: int, length: int) -> None:
         """Write zeros over the allocated parts of the range; unallocated parts already read as zero."""
@@ -376,7 +394,14 @@ class VhdxDriver(FormatDriver):
         self.begin_change()
         self._set_whole_blocks(offset, length, BatState.UNMAPPED, only_data=True)
 
+    def flush(self) -> None:
+        """Commit staged BAT entries (one log transaction, which flushes), or just flush the data."""
+        if not self.commit_entries():
+            self.file.flush()
+
     def close(self) -> None:
+        if not self.read_only:
+            self.commit_entries()
         if self._log_writer is not None:
             self._log_writer.close()
             self._log_writer = None
