@@ -89,6 +89,17 @@ def test_partial_block_allocation_pads_with_zeros(image):
         assert img.read_at(MIB, MIB) == bytes(100) + b"\x11" * 10 + bytes(MIB - 110)
 
 
+def test_small_allocating_write_at_end_of_file_stays_sparse(image):
+    """A 4 KiB write into a new block extends the file over the block and writes only 4 KiB."""
+    before = os.stat(image).st_blocks
+    with blockfmt.open(image, read_only=False) as img:
+        img.write_at(5 * MIB + 4096, b"\xab" * 4096)
+    grown = (os.stat(image).st_blocks - before) * 512
+    assert 0 < grown <= 64 * 1024, f"{grown} bytes allocated for a 4 KiB write"
+    with blockfmt.open(image) as img:
+        assert img.read_at(5 * MIB, MIB) == bytes(4096) + b"\xab" * 4096 + bytes(MIB - 8192)
+
+
 def test_write_to_partial_last_block_of_odd_size_disk(image):
     with blockfmt.open(image, read_only=False) as img:
         img.write_at(SIZE - 7, b"1234567")

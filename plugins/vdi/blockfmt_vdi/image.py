@@ -181,14 +181,20 @@ class VdiDriver(FormatDriver):
     ) -> None:
         """Store *count* new blocks at data-area index *entry*: *chunk* at virtual *start*, zeros around it.
 
-        Whole blocks go out in a single write straight from the caller's buffer; a partial first or
-        last block is padded in a block-sized buffer of its own.
+        Blocks placed at or past the end of the file need no padding: the file is extended over
+        them and the hole reads as zeros, so only the caller's bytes are written and the image stays
+        sparse. Elsewhere (spare space inside the file may hold old bytes) whole blocks go out in a
+        single write straight from the caller's buffer, and a partial first or last block is padded
+        in a block-sized buffer of its own.
         """
         bs = self.block_size
         host = self.host_offset(entry)
         head = start - block_start
         tail = count * bs - head - len(chunk)
-        if head == 0 and tail == 0:
+        if host >= self.file_end:
+            self.file.truncate(host + count * bs)
+            self.file.pwrite(chunk, host + head)
+        elif head == 0 and tail == 0:
             self.file.pwrite(chunk, host)
         elif count == 1:
             block = bytearray(bs)
