@@ -96,7 +96,7 @@ def convert(
     if _is_special_file(final):
         _create_and_copy(source, final, target_format, options, reporter, zero_init=False)
     else:
-        temp = _reserve_temp_name(final)
+        temp = _reserve_temp_name(final, os.fspath(target_path))
         try:
             _create_and_copy(source, temp, target_format, options, reporter, zero_init=True)
             os.replace(temp, final)
@@ -119,13 +119,16 @@ def _is_special_file(path: str) -> bool:
         raise BlockIOError.from_os_error(err, f"Could not create '{path}'") from err
 
 
-def _reserve_temp_name(final: str) -> str:
-    """Claim a unique name beside *final*, so the closing rename stays on one file system."""
+def _reserve_temp_name(final: str, shown: str) -> str:
+    """Claim a unique name beside *final*, so the closing rename stays on one file system.
+
+    :param shown: the target as the caller named it, for the error message (as qemu-img names it).
+    """
     directory, name = os.path.split(final)
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{name}.blockfmt-convert-", dir=directory or ".")
     except OSError as err:
-        raise BlockIOError.from_os_error(err, f"Could not create '{final}'") from err
+        raise BlockIOError.from_os_error(err, f"Could not create '{shown}'") from err
     os.close(fd)
     return temp
 

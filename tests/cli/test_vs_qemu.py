@@ -90,12 +90,7 @@ IMG_CASES = [
     ["convert", "-O", "raw", "-o", "help"],
     ["convert", "missing.raw", "out.raw"],
     ["convert", "t.raw"],
-    pytest.param(
-        ["convert", "-O", "raw", "t.raw", "nodir/out.raw"],
-        marks=pytest.mark.xfail(
-            strict=True, reason="blockfmt.convert names the target by its absolute path (requested fix)"
-        ),
-    ),
+    ["convert", "-O", "raw", "t.raw", "nodir/out.raw"],
     # the program itself
     [],
     ["frob"],
