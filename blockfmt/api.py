@@ -58,7 +58,8 @@ def open(
     try:
         if format is None:
             format = host.probe(file.pread(min(PROBE_SIZE, file.size()), 0), file.name)
-        file.lock(open_lock_request(format, read_only=read_only, force_share=force_share))
+        data_only = host.spec(format).data_only
+        file.lock(open_lock_request(data_only=data_only, read_only=read_only, force_share=force_share))
         driver = host.open_driver(format, file, read_only, dict(options or {}))
     except BaseException:
         file.close()

@@ -64,12 +64,15 @@ class FormatSpec:
         starting with ``size`` (whose help text ``-o help`` shows per format). An option is printed
         there when given or when its ``default`` is not None, so options QEMU shows no default for
         keep ``default=None`` and the plugin applies its own fallback.
+    :ivar data_only: the format keeps no metadata of its own, the file is the disk (QEMU's raw):
+        opens then take QEMU's lighter lock set (no resize, nothing refused to other writers).
     :ivar plugin_name: filled in by the host: the plugin that registered it.
     """
 
     name: str
     description: str
     create_options: tuple[CreateOption, ...] = ()
+    data_only: bool = False
     plugin_name: str = ""
 
 

@@ -8,6 +8,7 @@ rule out a broken third-party plugin.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Iterable
@@ -72,7 +73,7 @@ class Host:
                     raise PluginError(
                         f"format '{spec.name}' is provided by two plugins: '{other}' and '{plugin_name}'"
                     )
-                self.formats[spec.name] = _with_plugin(spec, plugin_name)
+                self.formats[spec.name] = dataclasses.replace(spec, plugin_name=plugin_name)
 
     def spec(self, format: str) -> FormatSpec:
         """Return the :class:`FormatSpec` of *format*.
@@ -121,10 +122,6 @@ class Host:
         if result is None:
             raise UnsupportedOperationError("This image format does not support checks")
         return result
-
-
-def _with_plugin(spec: FormatSpec, plugin_name: str) -> FormatSpec:
-    return FormatSpec(spec.name, spec.description, spec.create_options, plugin_name)
 
 
 @functools.cache

@@ -66,9 +66,6 @@ LOCK_SHARED_BASE = 200
 #: ``struct flock`` on Linux (64-bit ``off_t``); the trailing ``0q`` pads it to its C size, 32 bytes.
 _FLOCK = struct.Struct("@hhqqi0q")
 
-#: formats whose node has no metadata of its own: QEMU's raw format, a pass-through of its user
-DATA_ONLY_FORMATS = frozenset({"raw"})
-
 _LOCK_BUSY_ERRNOS = (errno.EAGAIN, errno.EACCES)
 
 
@@ -103,8 +100,11 @@ class LockRequest:
 CREATE_LOCK = LockRequest(Permission.WRITE | Permission.RESIZE, ALL_PERMISSIONS & ~Permission.RESIZE)
 
 
-def open_lock_request(format: str, *, read_only: bool, force_share: bool) -> LockRequest:
-    """Return the permissions qemu-img / qemu-io take when they open *format* this way.
+def open_lock_request(*, data_only: bool, read_only: bool, force_share: bool) -> LockRequest:
+    """Return the permissions qemu-img / qemu-io take when they open an image this way.
+
+    :param data_only: the format has no metadata of its own (:attr:`FormatSpec.data_only`, raw),
+        so, as QEMU's raw node, it neither resizes nor refuses other writers.
 
     :param force_share: qemu-img ``-U``: share every permission (still hold consistent read).
     :raises InvalidOptionError: for *force_share* on a writable open, with QEMU's message.
@@ -115,7 +115,7 @@ def open_lock_request(format: str, *, read_only: bool, force_share: bool) -> Loc
     if not read_only:
         perm |= Permission.WRITE
     shared = ALL_PERMISSIONS
-    if format not in DATA_ONLY_FORMATS:
+    if not data_only:
         if not read_only:
             perm |= Permission.RESIZE
         if not force_share:

@@ -24,6 +24,7 @@ RAW_SPEC = FormatSpec(
     FORMAT_NAME,
     "Raw disk image: the file is the disk",
     (CreateOption("size", "size", "Virtual disk size"),),
+    data_only=True,
 )
 
 

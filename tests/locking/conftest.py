@@ -1,7 +1,7 @@
 """Helpers for the locking tests: a stand-in metadata format and a reader of ``/proc/locks``.
 
 Locking does not depend on how a format parses its file, only on whether the format has metadata
-(:data:`blockfmt.locking.DATA_ONLY_FORMATS`). The stand-in registers the name ``vdi`` with a
+(:attr:`blockfmt.FormatSpec.data_only`). The stand-in registers the name ``vdi`` with a
 pass-through driver, so qemu-img-made VDI files can be held by qemu and by blockfmt while the
 real plugin is developed elsewhere.
 """

@@ -129,13 +129,15 @@ def test_failed_acquire_releases_what_it_took(image: Path) -> None:
     holder = os.open(image, os.O_RDONLY)
     other = os.open(image, os.O_RDWR)
     try:
-        ImageLock(holder, str(image)).acquire(open_lock_request("vdi", read_only=True, force_share=False))
+        ImageLock(holder, str(image)).acquire(
+            open_lock_request(data_only=False, read_only=True, force_share=False)
+        )
         before = lock_bytes(image)
         lock = ImageLock(other, str(image))
         with pytest.raises(ImageLockedError):
-            lock.acquire(open_lock_request("vdi", read_only=False, force_share=False))
+            lock.acquire(open_lock_request(data_only=False, read_only=False, force_share=False))
         assert lock_bytes(image) == before
-        lock.acquire(open_lock_request("vdi", read_only=True, force_share=True))
+        lock.acquire(open_lock_request(data_only=False, read_only=True, force_share=True))
     finally:
         os.close(holder)
         os.close(other)
