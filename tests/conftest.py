@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from blockfmt.testing.qemu import find_qemu_tool, in_ci
+from blockfmt.pytest_plugin import require_qemu_tool
+from blockfmt.testing.qemu import in_ci
 
 REPO = Path(__file__).resolve().parent.parent
 #: QEMU's and Hyper-V's sample images, shared beside the repository (never copied into it);
@@ -18,32 +19,22 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_SAMPLES = Path(os.environ.get("SAMPLE_IMG_DIR") or REPO.parent / "shared" / "sample_images")
 
 
-def _require_tool(name: str) -> str:
-    path = find_qemu_tool(name)
-    if path is None:
-        message = f"{name} not found (apt-get install qemu-utils qemu-system-common)"
-        if in_ci():
-            pytest.fail(f"CI=true but {message}")
-        pytest.skip(message)
-    return path
-
-
 @pytest.fixture(scope="session")
 def qemu_img() -> str:
     """Path of the real qemu-img (skip locally, fail under CI=true when absent)."""
-    return _require_tool("qemu-img")
+    return require_qemu_tool("qemu-img")
 
 
 @pytest.fixture(scope="session")
 def qemu_io() -> str:
     """Path of the real qemu-io."""
-    return _require_tool("qemu-io")
+    return require_qemu_tool("qemu-io")
 
 
 @pytest.fixture(scope="session")
 def qemu_storage_daemon() -> str:
     """Path of the real qemu-storage-daemon."""
-    return _require_tool("qemu-storage-daemon")
+    return require_qemu_tool("qemu-storage-daemon")
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from .. import convert as convert_module
 from ..api import create as create_image
@@ -32,7 +33,7 @@ from .report import (
     Reporter,
     UsageError,
     open_context,
-    prog_name,
+    run_console,
 )
 
 __all__ = ["main", "run"]
@@ -186,53 +187,70 @@ def cmd_create(args: list[str], rep: Reporter, host: Host) -> int:
     return EXIT_OK
 
 
-def cmd_info(args: list[str], rep: Reporter, host: Host) -> int:
-    """``info [-f fmt] [--output=ofmt] [-U] filename``."""
-    opts, operands = gnu_getopt(args, "f:hU", ["help", "output=", "force-share", "format="])
-    fmt, output, force_share = None, "human", False
+@dataclass
+class _ImageCommand:
+    """The arguments of a command that opens one image (``info``, ``check``, ``map``)."""
+
+    filename: str = ""
+    fmt: str | None = None
+    output: str = "human"
+    force_share: bool = False
+    quiet: bool = False
+    repair: RepairMode = RepairMode.NONE
+
+
+def _image_command(args: list[str], short: str = "", long: Sequence[str] = ()) -> _ImageCommand | None:
+    """Parse ``[-f fmt] [--output=ofmt] [-U] filename`` and the command's extra options
+    (*short*/*long*: ``-q``, ``-r``); None when ``--help`` was asked for."""
+    opts, operands = gnu_getopt(args, "f:hU" + short, ["help", "output=", "force-share", "format=", *long])
+    command = _ImageCommand()
     for opt, value in opts:
         if opt in ("-h", "--help"):
-            return _help(rep)
+            return None
         if opt in ("-f", "--format"):
-            fmt = value
+            command.fmt = value
         elif opt == "--output":
-            output = _output_format(value)
+            command.output = _output_format(value)
         elif opt in ("-U", "--force-share"):
-            force_share = True
+            command.force_share = True
+        elif opt == "-q":
+            command.quiet = True
+        elif opt in ("-r", "--repair"):
+            if value not in (RepairMode.LEAKS.value, RepairMode.ALL.value):
+                raise UsageError(f"Unknown option value for -r (expecting 'leaks' or 'all'): {value}")
+            command.repair = RepairMode(value)
     if len(operands) != 1:
         raise UsageError("Expecting one image file name")
-    with _open(rep, host, operands[0], fmt, read_only=True, force_share=force_share) as image:
+    command.filename = operands[0]
+    return command
+
+
+def cmd_info(args: list[str], rep: Reporter, host: Host) -> int:
+    """``info [-f fmt] [--output=ofmt] [-U] filename``."""
+    command = _image_command(args)
+    if command is None:
+        return _help(rep)
+    with _open(
+        rep, host, command.filename, command.fmt, read_only=True, force_share=command.force_share
+    ) as image:
         details = image.info()
         facts = render.InfoFacts(
             image.filename, image.format, image.size, image.actual_size(), details.cluster_size, details.dirty
         )
-    rep.out(render.info_json(facts) if output == "json" else render.info_human(facts))
+    rep.out(render.info_json(facts) if command.output == "json" else render.info_human(facts))
     return EXIT_OK
 
 
 def cmd_check(args: list[str], rep: Reporter, host: Host) -> int:
     """``check [-f fmt] [--output=ofmt] [-r leaks|all] [-U] [-q] filename``; exit 0/1/2/3/63."""
-    opts, operands = gnu_getopt(args, "f:hqr:U", ["help", "output=", "repair=", "force-share", "format="])
-    fmt, output, quiet, force_share, repair = None, "human", False, False, RepairMode.NONE
-    for opt, value in opts:
-        if opt in ("-h", "--help"):
-            return _help(rep)
-        if opt in ("-f", "--format"):
-            fmt = value
-        elif opt == "--output":
-            output = _output_format(value)
-        elif opt in ("-r", "--repair"):
-            if value not in (RepairMode.LEAKS.value, RepairMode.ALL.value):
-                raise UsageError(f"Unknown option value for -r (expecting 'leaks' or 'all'): {value}")
-            repair = RepairMode(value)
-        elif opt == "-q":
-            quiet = True
-        elif opt in ("-U", "--force-share"):
-            force_share = True
-    if len(operands) != 1:
-        raise UsageError("Expecting one image file name")
+    command = _image_command(args, "qr:", ["repair="])
+    if command is None:
+        return _help(rep)
+    output, quiet, repair = command.output, command.quiet, command.repair
     read_only = repair is RepairMode.NONE
-    with _open(rep, host, operands[0], fmt, read_only=read_only, force_share=force_share) as image:
+    with _open(
+        rep, host, command.filename, command.fmt, read_only=read_only, force_share=command.force_share
+    ) as image:
         result = _run_check(rep, image, repair)
         if result is None:
             return EXIT_CHECK_UNSUPPORTED
@@ -276,23 +294,15 @@ def _run_check(rep: Reporter, image: Image, repair: RepairMode) -> CheckResult |
 
 def cmd_map(args: list[str], rep: Reporter, host: Host) -> int:
     """``map [-f fmt] [--output=ofmt] [-U] filename``."""
-    opts, operands = gnu_getopt(args, "f:hU", ["help", "output=", "force-share", "format="])
-    fmt, output, force_share = None, "human", False
-    for opt, value in opts:
-        if opt in ("-h", "--help"):
-            return _help(rep)
-        if opt in ("-f", "--format"):
-            fmt = value
-        elif opt == "--output":
-            output = _output_format(value)
-        elif opt in ("-U", "--force-share"):
-            force_share = True
-    if len(operands) != 1:
-        raise UsageError("Expecting one image file name")
-    with _open(rep, host, operands[0], fmt, read_only=True, force_share=force_share) as image:
+    command = _image_command(args)
+    if command is None:
+        return _help(rep)
+    with _open(
+        rep, host, command.filename, command.fmt, read_only=True, force_share=command.force_share
+    ) as image:
         extents = image.map()
         filename = image.filename
-    if output == "json":
+    if command.output == "json":
         rep.out(render.map_json(extents))
         return EXIT_OK
     rep.out(render.MAP_HUMAN_HEADER)
@@ -470,12 +480,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG, host: Host | No
         return EXIT_FAILURE
 
 
-def run() -> None:
-    """Console entry point: exit with :func:`main`'s code, reporting any stray library error."""
-    prog = prog_name()
-    try:
-        code = main(prog=prog)
-    except BlockFormatError as err:
-        Reporter(prog).exception(err)
-        code = EXIT_FAILURE
-    raise SystemExit(code)
+def run() -> NoReturn:
+    """Console entry point: exit with :func:`main`'s code."""
+    run_console(main)

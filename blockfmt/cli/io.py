@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from ..errors import BlockFormatError, BlockIOError, ReadOnlyError
 from ..host import Host, default_host
@@ -22,7 +23,7 @@ from ..image import Image
 from . import render
 from .args import NumberError, cvtnum, glibc_getopt_message, parse_pattern
 from .opening import open_from_cli
-from .report import EXIT_FAILURE, EXIT_OK, Reporter, prog_name
+from .report import EXIT_FAILURE, EXIT_OK, Reporter, run_console
 
 __all__ = ["main", "run"]
 
@@ -415,12 +416,6 @@ def _stdin_lines(rep: Reporter) -> Iterator[str]:
         yield line
 
 
-def run() -> None:
-    """Console entry point: exit with :func:`main`'s code, reporting any stray library error."""
-    prog = prog_name()
-    try:
-        code = main(prog=prog)
-    except BlockFormatError as err:
-        Reporter(prog).exception(err)
-        code = EXIT_FAILURE
-    raise SystemExit(code)
+def run() -> NoReturn:
+    """Console entry point: exit with :func:`main`'s code."""
+    run_console(main)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TextIO
+from collections.abc import Callable
+from typing import NoReturn, TextIO
 
 from ..errors import BlockFormatError
 
@@ -96,6 +97,18 @@ class Reporter:
 def open_context(filename: str) -> str:
     """The context qemu-img puts before any error while opening *filename*."""
     return f"Could not open '{filename}': "
+
+
+def run_console(main: Callable[..., int]) -> NoReturn:
+    """Run a CLI's ``main(prog=...)`` as a console script: exit with its code, and report a library
+    error that escaped it as a one-line message; any other exception stays a traceback (a bug)."""
+    prog = prog_name()
+    try:
+        code = main(prog=prog)
+    except BlockFormatError as err:
+        Reporter(prog).exception(err)
+        code = EXIT_FAILURE
+    raise SystemExit(code)
 
 
 def prog_name(argv0: str | None = None) -> str:
