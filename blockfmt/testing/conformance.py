@@ -45,7 +45,7 @@ from blockfmt.errors import (
 )
 from blockfmt.host import PROBE_SIZE, Host
 
-__all__ = ["AbstractFormatTests", "FormatFixtures"]
+__all__ = ["AbstractFormatTests", "FormatFixtures", "assert_same_bytes"]
 
 MiB = 1 << 20
 #: create-option types a FormatSpec may use (QEMU's QemuOptType names)
@@ -135,6 +135,24 @@ class FormatFixtures:
         return format_name if format_name in ("raw", "vhdx", "vdi", "qcow2", "vpc", "vmdk") else None
 
 
+def assert_same_bytes(actual: bytes, expected: bytes, what: str) -> None:
+    """Fail with *what* and the first differing offset, never with a diff of the whole buffers.
+
+    pytest's assertion rewriting would run difflib over two megabyte strings (quadratic: minutes),
+    and a plugin author needs the offset, not the bytes.
+    """
+    if actual == expected:
+        return
+    if len(actual) != len(expected):
+        pytest.fail(f"{what}: {len(actual)} bytes where {len(expected)} were expected", pytrace=False)
+    first = next(i for i, (a, b) in enumerate(zip(actual, expected, strict=True)) if a != b)
+    pytest.fail(
+        f"{what}: first difference at byte {first} "
+        f"(got {actual[first : first + 8].hex()}, expected {expected[first : first + 8].hex()})",
+        pytrace=False,
+    )
+
+
 def _pattern(length: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(length)
 
@@ -219,7 +237,9 @@ class AbstractFormatTests(FormatFixtures):
     ) -> None:
         with blockfmt.open(image, format_name, host=host) as img:
             assert img.size == image_size, f"created {image_size} bytes, open reports {img.size}"
-            assert img.read_at(0, image_size) == bytes(image_size), "a fresh image must read as zeros"
+            assert_same_bytes(
+                img.read_at(0, image_size), bytes(image_size), "a fresh image must read as zeros"
+            )
 
     def test_out_of_range_requests_are_refused(self, host: Host, image: Path, format_name: str) -> None:
         with blockfmt.open(image, format_name, host=host) as img:
@@ -246,10 +266,12 @@ class AbstractFormatTests(FormatFixtures):
                 data = _pattern(length, seed)
                 img.write_at(offset, data)
                 expected[offset : offset + length] = data
-                assert img.read_at(offset, length) == data, f"read after write at {offset}+{length} differs"
-            assert img.read_at(0, size) == expected, "the whole disk differs from what was written"
+                assert_same_bytes(
+                    img.read_at(offset, length), data, f"read after write at {offset}+{length} differs"
+                )
+            assert_same_bytes(img.read_at(0, size), expected, "the whole disk differs from what was written")
         with blockfmt.open(image, format_name, host=host) as img:
-            assert img.read_at(0, size) == expected, "data written did not survive close and reopen"
+            assert_same_bytes(img.read_at(0, size), expected, "data written did not survive close and reopen")
 
     def test_write_zeroes_reads_zeros(
         self, host: Host, image: Path, format_name: str, supports_write: bool, sector_size: int
@@ -261,7 +283,9 @@ class AbstractFormatTests(FormatFixtures):
             for unmap in (False, True):
                 offset, length = (sector_size + 1, MiB) if unmap else (img.size // 2 - 5, MiB + 9)
                 img.write_zeroes(offset, length, unmap=unmap)
-                assert img.read_at(offset, length) == bytes(length), f"write_zeroes(unmap={unmap}) left data"
+                assert_same_bytes(
+                    img.read_at(offset, length), bytes(length), f"write_zeroes(unmap={unmap}) left data"
+                )
 
     # -- block status ------------------------------------------------------------------------
 
@@ -290,7 +314,9 @@ class AbstractFormatTests(FormatFixtures):
         with blockfmt.open(image, format_name, host=host) as img:
             for ext in img.map():
                 if ext.zero:
-                    assert img.read_at(ext.offset, ext.length) == bytes(ext.length), f"{ext} is not zero"
+                    assert_same_bytes(
+                        img.read_at(ext.offset, ext.length), bytes(ext.length), f"{ext} is not zero"
+                    )
 
     # -- check -----------------------------------------------------------------------------
 
@@ -382,7 +408,7 @@ class AbstractFormatTests(FormatFixtures):
             blockfmt.open(back, "raw", False, host=host) as dst,
         ):
             dst.write_at(0, src.read_at(0, image_size))
-        assert back.read_bytes() == content, f"raw -> {format_name} -> raw changed the data"
+        assert_same_bytes(back.read_bytes(), content, f"raw -> {format_name} -> raw changed the data")
 
     @pytest.mark.qemu
     def test_round_trip_through_qemu(
@@ -408,14 +434,17 @@ class AbstractFormatTests(FormatFixtures):
         run = run_tool([qemu_io, "-f", qemu_format, "-c", "write -P 0x5a 3M 4097", str(image)])
         assert run.returncode == 0, f"qemu-io could not write our image: {run.output}"
         with blockfmt.open(image, format_name, host=host) as img:
-            assert img.read_at(512, len(ours)) == ours, "our data changed after qemu-io wrote elsewhere"
-            assert img.read_at(3 * MiB, 4097) == b"\x5a" * 4097, "we do not read what qemu-io wrote"
+            assert_same_bytes(
+                img.read_at(512, len(ours)), ours, "our data changed after qemu-io wrote elsewhere"
+            )
+            assert_same_bytes(img.read_at(3 * MiB, 4097), b"\x5a" * 4097, "we do not read what qemu-io wrote")
             size = img.size
         raw = tmp_path / "qemu.raw"
         run = run_tool([qemu_img, "convert", "-f", qemu_format, "-O", "raw", str(image), str(raw)])
         assert run.returncode == 0, f"qemu-img convert failed: {run.output}"
         data = raw.read_bytes()
-        assert len(data) == size and data[512 : 512 + len(ours)] == ours, "qemu reads other data than ours"
+        assert len(data) == size, f"qemu converts {len(data)} bytes of a {size}-byte disk"
+        assert_same_bytes(data[512 : 512 + len(ours)], ours, "qemu reads other data than ours")
         if supports_check:
             run = run_tool([qemu_img, "check", "-f", qemu_format, str(image)])
             assert run.returncode == 0, f"qemu-img check disagrees: {run.output}"
