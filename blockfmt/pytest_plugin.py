@@ -13,7 +13,9 @@ Fixtures:
     skipped with the reason when one is missing, and fails instead under ``CI=true``.
 
 Markers ``qemu`` (cross-validation against the real QEMU tools) and ``slow`` (long sweeps) are
-registered. Importing this module imports only pytest; blockfmt itself loads on first use.
+registered. A failed ``==`` between large byte buffers is explained by its first differing
+offset instead of pytest's difflib output, which takes minutes on disk-sized buffers. Importing
+this module imports only pytest; blockfmt itself loads on first use.
 """
 
 from __future__ import annotations
@@ -36,6 +38,22 @@ MARKERS = (
     "qemu: cross-validation against the real qemu-img/qemu-io/qemu-storage-daemon",
     "slow: long sweeps (crash, fuzz) run by their own tox envs",
 )
+
+
+#: buffers up to this size keep pytest's own explanation
+_LARGE_BUFFER = 4096
+
+
+def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str] | None:
+    """Explain ``a == b`` of large byte buffers by the first difference, in constant output."""
+    kinds = (bytes, bytearray, memoryview)
+    if op != "==" or not (isinstance(left, kinds) and isinstance(right, kinds)):
+        return None
+    if max(len(left), len(right)) <= _LARGE_BUFFER:
+        return None
+    from blockfmt.testing.bytes_diff import describe_byte_difference
+
+    return [f"byte buffers differ: {describe_byte_difference(left, right)}"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -44,6 +44,7 @@ from blockfmt.errors import (
     UnsupportedOperationError,
 )
 from blockfmt.host import PROBE_SIZE, Host
+from blockfmt.testing.bytes_diff import describe_byte_difference
 
 __all__ = ["AbstractFormatTests", "FormatFixtures", "assert_same_bytes"]
 
@@ -136,21 +137,9 @@ class FormatFixtures:
 
 
 def assert_same_bytes(actual: bytes, expected: bytes, what: str) -> None:
-    """Fail with *what* and the first differing offset, never with a diff of the whole buffers.
-
-    pytest's assertion rewriting would run difflib over two megabyte strings (quadratic: minutes),
-    and a plugin author needs the offset, not the bytes.
-    """
-    if actual == expected:
-        return
-    if len(actual) != len(expected):
-        pytest.fail(f"{what}: {len(actual)} bytes where {len(expected)} were expected", pytrace=False)
-    first = next(i for i, (a, b) in enumerate(zip(actual, expected, strict=True)) if a != b)
-    pytest.fail(
-        f"{what}: first difference at byte {first} "
-        f"(got {actual[first : first + 8].hex()}, expected {expected[first : first + 8].hex()})",
-        pytrace=False,
-    )
+    """Fail with *what* and the first differing offset, never with a diff of the whole buffers."""
+    if actual != expected:
+        pytest.fail(f"{what}: {describe_byte_difference(actual, expected)}", pytrace=False)
 
 
 def _pattern(length: int, seed: int) -> bytes:
