@@ -75,7 +75,6 @@ class TestContext:
         #: ``$TEST_IMG``: ``t.<fmt>`` until a sample image replaces it
         self.test_img = os.path.join(env.test_dir, f"t.{env.imgfmt}")
         self._chunks: list[str] = []
-        self._vms: list[VM] = []
 
     @property
     def output(self) -> str:
