@@ -82,7 +82,7 @@ class VhdxDriver(FormatDriver):
         self._file_guid_written = False
         self._data_guid_written = False
         self.log_replayed_on_open = False
-        check_log_fields(self.headers.current, file.size())
+        check_log_fields(self.headers.current, file.size(), writable=not read_only)
         if self.headers.current.has_log and self.headers.current.log_length:  # QEMU: no length, no log
             self._handle_log(options)
         self.file_size = self.file.size()

@@ -55,8 +55,12 @@ class FileRegions:
         return None
 
 
-def check_log_fields(header: Header, file_size: int) -> None:
+def check_log_fields(header: Header, file_size: int, *, writable: bool) -> None:
     """Validate the log location of the current header, as QEMU does before looking at the log.
+
+    The log must lie inside the file when it holds entries, and also whenever the image is open for
+    writing, since every metadata change will be written there (QEMU does not check this, and a
+    hostile LogOffset of 2**63 would make the first allocation extend the file to 8 EiB).
 
     :raises CorruptImageError: when the log is misplaced or of an unknown version (§2.2.2).
     """
@@ -66,7 +70,7 @@ def check_log_fields(header: Header, file_size: int) -> None:
         raise CorruptImageError(f"VHDX log version {header.log_version} is not supported")
     if header.log_length % LOG_ALIGNMENT:
         raise CorruptImageError(f"VHDX log length {header.log_length} is not a multiple of 1 MiB")
-    if header.has_log and header.log_offset + header.log_length > file_size:
+    if (header.has_log or writable) and header.log_offset + header.log_length > file_size:
         raise CorruptImageError("VHDX log lies beyond the end of the file")
 
 
