@@ -225,14 +225,19 @@ def _image_command(args: list[str], short: str = "", long: Sequence[str] = ()) -
     return command
 
 
+def _open_command(rep: Reporter, host: Host, command: _ImageCommand, *, read_only: bool) -> Image:
+    """Open the image a command names, with its ``-f`` and ``-U``."""
+    return _open(
+        rep, host, command.filename, command.fmt, read_only=read_only, force_share=command.force_share
+    )
+
+
 def cmd_info(args: list[str], rep: Reporter, host: Host) -> int:
     """``info [-f fmt] [--output=ofmt] [-U] filename``."""
     command = _image_command(args)
     if command is None:
         return _help(rep)
-    with _open(
-        rep, host, command.filename, command.fmt, read_only=True, force_share=command.force_share
-    ) as image:
+    with _open_command(rep, host, command, read_only=True) as image:
         details = image.info()
         facts = render.InfoFacts(
             image.filename, image.format, image.size, image.actual_size(), details.cluster_size, details.dirty
@@ -248,9 +253,7 @@ def cmd_check(args: list[str], rep: Reporter, host: Host) -> int:
         return _help(rep)
     output, quiet, repair = command.output, command.quiet, command.repair
     read_only = repair is RepairMode.NONE
-    with _open(
-        rep, host, command.filename, command.fmt, read_only=read_only, force_share=command.force_share
-    ) as image:
+    with _open_command(rep, host, command, read_only=read_only) as image:
         result = _run_check(rep, image, repair)
         if result is None:
             return EXIT_CHECK_UNSUPPORTED
@@ -297,9 +300,7 @@ def cmd_map(args: list[str], rep: Reporter, host: Host) -> int:
     command = _image_command(args)
     if command is None:
         return _help(rep)
-    with _open(
-        rep, host, command.filename, command.fmt, read_only=True, force_share=command.force_share
-    ) as image:
+    with _open_command(rep, host, command, read_only=True) as image:
         extents = image.map()
         filename = image.filename
     if command.output == "json":

@@ -161,6 +161,19 @@ def _image(session: Session) -> Image:
     return session.image
 
 
+def _timed_request(session: Session, what: str, request: Callable[[], object]) -> int:
+    """Run one I/O request as qemu-io times it; an error fails the command with qemu-io's text.
+
+    :returns: the elapsed time in nanoseconds, for the report line.
+    """
+    start = time.monotonic_ns()
+    try:
+        request()
+    except BlockFormatError as err:
+        _io_failed(session, what, err)
+    return time.monotonic_ns() - start
+
+
 # -------------------------------------------------------------------------
 # commands
 # -------------------------------------------------------------------------
@@ -185,12 +198,8 @@ def read_f(session: Session, argv: list[str]) -> None:
         session.rep.out("pattern verification range exceeds end of read data\n")
         raise _CommandFailed
     buf = bytearray(count)
-    start = time.monotonic_ns()
-    try:
-        _image(session).readinto_at(offset, buf)
-    except BlockFormatError as err:
-        _io_failed(session, "read", err)
-    elapsed = time.monotonic_ns() - start
+    image = _image(session)
+    elapsed = _timed_request(session, "read", lambda: image.readinto_at(offset, buf))
     failed = False
     if pattern is not None:
         expected = bytes([pattern]) * pattern_count
@@ -222,17 +231,16 @@ def write_f(session: Session, argv: list[str]) -> None:
         raise _CommandFailed
     offset, count = _offset_and_length(session, *operands)
     image = _image(session)
-    start = time.monotonic_ns()
-    try:
+
+    def request() -> None:
         if "-z" in opts:
             image.write_zeroes(offset, count, unmap="-u" in opts)
         else:
             image.write_at(offset, bytes([pattern]) * count)
         if "-f" in opts:
             image.flush()
-    except BlockFormatError as err:
-        _io_failed(session, "write", err)
-    elapsed = time.monotonic_ns() - start
+
+    elapsed = _timed_request(session, "write", request)
     if "-q" not in opts:
         session.rep.out(render.io_report("wrote", offset, count, count, 1, elapsed))
 
@@ -244,12 +252,8 @@ def discard_f(session: Session, argv: list[str]) -> None:
         session.rep.out(DISCARD.usage())
         raise _CommandFailed
     offset, count = _offset_and_length(session, *operands)
-    start = time.monotonic_ns()
-    try:
-        _image(session).discard(offset, count)
-    except BlockFormatError as err:
-        _io_failed(session, "discard", err)
-    elapsed = time.monotonic_ns() - start
+    image = _image(session)
+    elapsed = _timed_request(session, "discard", lambda: image.discard(offset, count))
     if "-q" not in opts:
         session.rep.out(render.io_report("discard", offset, count, count, 1, elapsed))
 
