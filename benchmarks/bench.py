@@ -276,6 +276,7 @@ def run_case(case: Case, repeat: int, worker_env: dict[str, str]) -> None:
             (case.worker, case.blockfmt_samples, worker_env),
         ):
             case.prepare()
+            os.sync()  # neither side pays for the other's writeback, journal commits or discards
             sample = run_side(argv, worker_env=env)
             if timed:
                 samples.append(sample)

@@ -2,18 +2,27 @@
 
 Only what the source says is there gets copied: :meth:`blockfmt.Image.map` tells which ranges hold
 data, zero and unallocated ranges are skipped outright, and data ranges are read in large chunks
-into one reused buffer whose all-zero granules are skipped too (a ``memcmp`` against a zero
+into two reused buffers whose all-zero granules are skipped too (a ``memcmp`` against a zero
 buffer, never a per-byte loop). A fresh target reads as zeros everywhere, so what is skipped
 reads back exactly as the source did, and ``qemu-img map`` of the result shows data only where
 the source had some.
 
-Where the source payload lies contiguously in a plain file and the target is raw, the non-zero
-runs are written with :func:`os.copy_file_range` from the source file instead of from the buffer:
-on a file system with reflinks (XFS, btrfs) the target then shares the source's blocks instead of
-copying them, and elsewhere it costs what ``pwrite`` costs. The chunk is still read first, because
-zero detection needs the bytes: without it, blocks the source allocated but filled with zeros
-(qemu-io ``write -z`` on VDI or VHDX does that) would become data in the target, where ``qemu-img
-convert`` leaves holes. Any refusal of the kernel falls back to writing the buffer.
+Where the source payload lies contiguously in a plain file and the target is raw, the target's
+non-zero runs are cloned from the source file (``FICLONERANGE``): on a file system with reflinks
+(XFS, btrfs) the target then shares the source's blocks instead of copying them (1 GiB on XFS:
+0.13-0.24 s instead of 0.67 s). Elsewhere the first refusal switches cloning off, and runs are
+written from the buffer that was read anyway: ``copy_file_range``, which would copy page by page
+in the kernel on ext4 or tmpfs, cost more than that one ``pwrite`` (tmpfs, 1 GiB: 0.65-2.0 s
+against 0.55 s). The chunk is always read first, because zero detection needs the bytes: without
+it, blocks the source allocated but filled with zeros (qemu-io ``write -z`` on VDI or VHDX does
+that) would become data in the target, where ``qemu-img convert`` leaves holes.
+
+Two things overlap what would otherwise wait on each other. Reading runs one chunk ahead of
+writing (see :class:`_Copier`). And after every chunk the target's writeback is started
+(:meth:`blockfmt.Image.start_writeback`), so the device writes while the copy goes on; without it
+the closing flush found the whole output dirty and took half of the convert's time. Measured on
+ext4, 1 GiB VHDX to raw, medians of 6: 0.93 s with neither, 0.77 s with writeback, 0.63 s with
+both (``qemu-img convert -t writeback``: 1.05 s).
 
 A failed convert leaves no half-written target that could pass for complete. ``qemu-img
 convert`` leaves its partial output behind; blockfmt instead builds a regular-file target under a
@@ -27,15 +36,17 @@ not read as zeros to begin with.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from .api import create
 from .api import open as open_image
 from .errors import BlockFormatError, BlockIOError
+from .fileio import clone_file_range
 from .image import Image
 from .raw import FORMAT_NAME as RAW_FORMAT
 
@@ -171,8 +182,25 @@ class _Progress:
             self._callback(100.0)
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """One piece of the copy: at most a buffer's worth of a range from the source map."""
+
+    offset: int
+    length: int
+    #: False where the source format says the range reads as zeros: nothing to read
+    may_hold_data: bool
+    #: where the chunk lies contiguously in the source file, if it does
+    host_offset: int | None
+
+
 class _Copier:
-    """One copy of *source* into an already created, open *target* of the same size."""
+    """One copy of *source* into an already created, open *target* of the same size.
+
+    Reading runs one chunk ahead of writing, in a helper thread: while the writer zero-detects and
+    writes chunk *n* the reader fills the other buffer with chunk *n + 1*, as ``qemu-img convert``
+    overlaps its requests (both threads spend their time in system calls, outside the GIL).
+    """
 
     def __init__(self, source: Image, target: Image, reporter: _Progress, *, zero_init: bool) -> None:
         self._source = source
@@ -180,114 +208,104 @@ class _Copier:
         self._reporter = reporter
         self._zero_init = zero_init
         cluster = target.info().cluster_size or 0
-        self._chunk = max(COPY_CHUNK, min(MAX_COPY_CHUNK, CLUSTERS_PER_CHUNK * cluster))
-        self._buffer = bytearray(self._chunk)
-        self._view = memoryview(self._buffer)
-        self._source_fd, self._target_fd = self._copy_range_fds()
+        self._chunk_size = max(COPY_CHUNK, min(MAX_COPY_CHUNK, CLUSTERS_PER_CHUNK * cluster))
+        self._buffers = (bytearray(self._chunk_size), bytearray(self._chunk_size))
+        self._clone_fds = self._find_clone_fds()
 
     def run(self) -> None:
-        """Walk the source map window by window and copy every range that may hold data."""
-        for offset, length, has_data, host_offset in self._ranges():
-            if not has_data:
-                if not self._zero_init:
-                    self._target.write_zeroes(offset, length, unmap=True)
-            else:
-                self._copy(offset, length, host_offset)
-            self._reporter.advance_to(offset + length)
+        """Copy every chunk in disk order, reading the next while writing the current one.
 
-    def _ranges(self) -> Iterator[tuple[int, int, bool, int | None]]:
-        """Yield ``(offset, length, may_hold_data, host_offset)`` covering the whole disk in order.
+        The source is never used by both threads at once: the next chunk is taken from the
+        source map (the loop head) only after the pending read has finished, so drivers need no
+        locks. While a read runs, this thread touches only the target.
+        """
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="blockfmt-convert-read") as reader:
+            ready: tuple[_Chunk, bytearray] | None = None
+            for index, chunk in enumerate(self._chunks()):
+                buffer = self._buffers[index % 2]  # never the one *ready* holds
+                reading = None
+                if chunk.may_hold_data:
+                    reading = reader.submit(
+                        self._source.readinto_at, chunk.offset, memoryview(buffer)[: chunk.length]
+                    )
+                if ready is not None:
+                    self._write_chunk(*ready)
+                if reading is not None:
+                    reading.result()
+                ready = chunk, buffer
+            if ready is not None:
+                self._write_chunk(*ready)
 
-        A range the format marks zero is skipped; an unallocated range that is not marked zero
-        (a format without zero knowledge) is read and zero-detected like data.
+    def _chunks(self) -> Iterator[_Chunk]:
+        """Cut the source map, walked window by window, into chunks covering the disk in order.
+
+        A range the format marks zero is never read; an unallocated range that is not marked
+        zero (a format without zero knowledge) is read and zero-detected like data.
         """
         size = self._source.size
         window = max(MAP_WINDOW_MIN, -(-size // MAP_WINDOWS_MAX))
         for start in range(0, size, window):
             for ext in self._source.map(start, min(window, size - start)):
-                yield ext.offset, ext.length, not ext.zero, ext.host_offset if ext.data else None
+                if ext.zero:
+                    yield _Chunk(ext.offset, ext.length, False, None)
+                    continue
+                for pos in range(0, ext.length, self._chunk_size):
+                    host = ext.host_offset + pos if ext.data and ext.host_offset is not None else None
+                    yield _Chunk(ext.offset + pos, min(self._chunk_size, ext.length - pos), True, host)
 
-    def _copy(self, offset: int, length: int, host_offset: int | None) -> None:
-        """Read *length* bytes at *offset* chunk by chunk; write the granules that are not zero.
+    def _write_chunk(self, chunk: _Chunk, buffer: bytearray) -> None:
+        """Write what the target needs of a chunk whose bytes (if any) are in *buffer*."""
+        if not chunk.may_hold_data:
+            if not self._zero_init:
+                self._target.write_zeroes(chunk.offset, chunk.length, unmap=True)
+        elif not buffer.startswith(_ZEROS[: chunk.length]):
+            self._write_nonzero_runs(chunk, buffer)
+            self._target.start_writeback()
+        self._reporter.advance_to(chunk.offset + chunk.length)
 
-        :param host_offset: where the range lies contiguously in the source file, if it does.
-        """
-        end = offset + length
-        view, buffer = self._view, self._buffer
-        while offset < end:
-            count = min(self._chunk, end - offset)
-            self._source.readinto_at(offset, view[:count])
-            if not buffer.startswith(_ZEROS[:count]):
-                self._write_nonzero_runs(offset, count, host_offset)
-            offset += count
-            if host_offset is not None:
-                host_offset += count
-            self._reporter.advance_to(offset)
-
-    def _write_nonzero_runs(self, offset: int, count: int, host_offset: int | None) -> None:
-        """Write ``buffer[:count]`` to *offset*, leaving out aligned all-zero granules.
+    def _write_nonzero_runs(self, chunk: _Chunk, buffer: bytearray) -> None:
+        """Write ``buffer[:chunk.length]`` to the chunk's offset, leaving out aligned zero granules.
 
         Adjacent non-zero granules are written with one request.
         """
-        buffer = self._buffer
         zero_granule = _ZEROS[:ZERO_GRANULE]
         run_start: int | None = None
-        for pos in range(0, count, ZERO_GRANULE):
-            is_zero = buffer.startswith(zero_granule[: count - pos], pos)
+        for pos in range(0, chunk.length, ZERO_GRANULE):
+            is_zero = buffer.startswith(zero_granule[: chunk.length - pos], pos)
             if is_zero and run_start is not None:
-                self._write_run(offset, run_start, pos, host_offset)
+                self._write_run(chunk, buffer, run_start, pos)
                 run_start = None
             elif not is_zero and run_start is None:
                 run_start = pos
         if run_start is not None:
-            self._write_run(offset, run_start, count, host_offset)
+            self._write_run(chunk, buffer, run_start, chunk.length)
 
-    def _write_run(self, offset: int, start: int, end: int, host_offset: int | None) -> None:
-        """Write ``buffer[start:end]`` to ``offset + start``: by the kernel where it can, else from memory."""
-        done = 0
-        if host_offset is not None:
-            done = self._copy_file_range(offset + start, end - start, host_offset + start)
-        if start + done < end:
-            self._target.write_at(offset + start + done, self._view[start + done : end])
+    def _write_run(self, chunk: _Chunk, buffer: bytearray, start: int, end: int) -> None:
+        """Write ``buffer[start:end]`` to ``chunk.offset + start``: cloned from the source where
+        the file system can share blocks, else from memory."""
+        offset = chunk.offset + start
+        if chunk.host_offset is not None and self._clone_fds is not None:
+            source_fd, target_fd = self._clone_fds
+            try:
+                if clone_file_range(source_fd, chunk.host_offset + start, target_fd, offset, end - start):
+                    return
+            except OSError as err:
+                raise BlockIOError.from_os_error(err, "Could not copy image data") from err
+            self._clone_fds = None  # the file system cannot; do not ask again for every run
+        self._target.write_at(offset, memoryview(buffer)[start:end])
 
-    # -- zero-copy path --------------------------------------------------------
+    def _find_clone_fds(self) -> tuple[int, int] | None:
+        """The source and target file descriptors for cloning, or None when it cannot apply.
 
-    def _copy_range_fds(self) -> tuple[int | None, int | None]:
-        """The two plain-file descriptors for ``copy_file_range``, or Nones when it cannot apply.
-
-        It applies when the target is raw (virtual offset = file offset) and both files are
-        regular files; the source format then says per extent where its payload lies.
+        It applies when the target is raw (virtual offset = file offset) and both are regular
+        files; the source format then says per extent where its payload lies.
         """
-        if self._target.format != RAW_FORMAT or not hasattr(os, "copy_file_range"):
-            return None, None
+        if self._target.format != RAW_FORMAT:
+            return None
         try:
             source_fd = self._source.driver.file.fileno()
             target_fd = self._target.driver.file.fileno()
             regular = all(stat.S_ISREG(os.fstat(fd).st_mode) for fd in (source_fd, target_fd))
         except OSError:
-            return None, None
-        return (source_fd, target_fd) if regular else (None, None)
-
-    def _copy_file_range(self, offset: int, length: int, host_offset: int) -> int:
-        """Copy source file bytes at *host_offset* to target *offset* in the kernel.
-
-        :returns: the bytes copied; fewer than *length* when the kernel refuses (the path is then
-            switched off for the rest of the convert) or the source file ends early.
-        """
-        if self._source_fd is None or self._target_fd is None:
-            return 0
-        done = 0
-        while done < length:
-            try:
-                moved = os.copy_file_range(
-                    self._source_fd, self._target_fd, length - done, host_offset + done, offset + done
-                )
-            except OSError as err:
-                if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-                    raise BlockIOError.from_os_error(err, "Could not copy image data") from err
-                self._source_fd = self._target_fd = None
-                break
-            if moved == 0:
-                break
-            done += moved
-        return done
+            return None
+        return (source_fd, target_fd) if regular else None

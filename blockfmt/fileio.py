@@ -12,13 +12,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import functools
 import os
+import struct
 
 from .errors import BlockIOError, OutOfRangeError
 from .locking import ImageLock, LockRequest
 
-__all__ = ["ImageFile", "OsImageFile"]
+__all__ = ["ImageFile", "OsImageFile", "clone_file_range"]
 
 
 class ImageFile:
@@ -69,6 +71,15 @@ class ImageFile:
         """Make every completed write durable (``fdatasync``). Ordering points of the VHDX log."""
         raise NotImplementedError
 
+    def start_writeback(self) -> None:
+        """Start writing the file's dirty pages to storage, without waiting for them.
+
+        A hint for long streams of writes (convert): the device then works while the writer
+        goes on, instead of the closing :meth:`flush` finding gigabytes of dirty pages and
+        doing all of it at the end. It makes nothing durable and adds no ordering: the kernel
+        may write any dirty page back at any time anyway. The default does nothing.
+        """
+
     def punch_hole(self, offset: int, length: int) -> None:
         """Deallocate a range so it reads as zeros; falls back to writing zeros."""
         zeros = bytes(min(length, 1 << 20))
@@ -79,7 +90,7 @@ class ImageFile:
             offset += n
 
     def fileno(self) -> int:
-        """OS file descriptor, for zero-copy paths (``copy_file_range``, ``SEEK_DATA``)."""
+        """OS file descriptor, for zero-copy paths (:func:`clone_file_range`, ``SEEK_DATA``)."""
         raise OSError(errno.EBADF, "no file descriptor")
 
     def close(self) -> None:
@@ -164,6 +175,10 @@ class OsImageFile(ImageFile):
         except OSError as err:
             raise BlockIOError.from_os_error(err, "Could not flush image") from err
 
+    def start_writeback(self) -> None:
+        if not self.read_only:
+            _sync_file_range_write(self.fd)
+
     def punch_hole(self, offset: int, length: int) -> None:
         try:
             _fallocate_punch(self.fd, offset, length)
@@ -176,6 +191,7 @@ class OsImageFile(ImageFile):
             self._fd = None
 
 
+_SYNC_FILE_RANGE_WRITE = 0x02
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 
@@ -194,3 +210,39 @@ def _fallocate_punch(fd: int, offset: int, length: int) -> None:
     if res != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def _sync_file_range_write(fd: int) -> None:
+    """Start writeback of every dirty page of *fd* (sync_file_range(2), no Python binding).
+
+    Failures are ignored: this is a hint, and a file system without it simply writes back later.
+    """
+    whole_file = ctypes.c_int64(0)
+    _libc().sync_file_range(
+        ctypes.c_int(fd), ctypes.c_int64(0), whole_file, ctypes.c_uint(_SYNC_FILE_RANGE_WRITE)
+    )
+
+
+#: ``_IOW(0x94, 13, struct file_clone_range)`` from linux/fs.h
+_FICLONERANGE = 0x4020940D
+#: what a file system (or a range) that cannot share blocks answers
+_CLONE_UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.ENOSYS})
+
+
+def clone_file_range(
+    source_fd: int, source_offset: int, target_fd: int, target_offset: int, length: int
+) -> bool:
+    """Make a target range share the source range's blocks (a reflink); True when it did.
+
+    Only reflink file systems (XFS, btrfs, ...) can, for ranges aligned to their block size and
+    within one file system. Where they cannot this returns False and nothing was changed; other
+    failures (EIO, ENOSPC) raise :class:`OSError`.
+    """
+    request = struct.pack("=qQQQ", source_fd, source_offset, length, target_offset)
+    try:
+        fcntl.ioctl(target_fd, _FICLONERANGE, request)
+    except OSError as err:
+        if err.errno in _CLONE_UNSUPPORTED:
+            return False
+        raise
+    return True

@@ -27,8 +27,7 @@ RUNS: tuple[tuple[int, int, int | None], ...] = (
     (40 * MiB, 1 * MiB, 0),
     (DISK_SIZE - 4 * KiB, 4 * KiB, None),
 )
-#: the run written with zeros: a converter should not copy it as data (outside a raw target's
-#: zero-copy path)
+#: the run written with zeros: a converter should not copy it as data
 ZERO_RUN = (40 * MiB, 41 * MiB)
 HASH_CHUNK = 8 * MiB
 #: granularity of a raw file's allocation (the file system block)

@@ -105,37 +105,48 @@ def test_zero_filled_data_is_not_copied(tmp_path: Path, dst_fmt: str) -> None:
     assert not [r for r in blockfmt_data_ranges(dst, dst_fmt) if r[0] < ZERO_RUN[1] and r[1] > ZERO_RUN[0]]
 
 
-def test_buffered_fallback_when_the_kernel_refuses_copy_file_range(
+def test_buffered_fallback_when_the_file_system_cannot_clone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without copy_file_range raw->raw still copies everything and skips the zero-filled run."""
+    """Where cloning is refused raw->raw writes from memory, asks once only, and skips zero runs."""
     calls = []
 
-    def refuse(*args: object) -> int:
+    def refuse(*args: int) -> bool:
         calls.append(args)
-        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        return False
 
-    monkeypatch.setattr(os, "copy_file_range", refuse)
+    monkeypatch.setattr("blockfmt.convert.clone_file_range", refuse)
     src, dst = converted(tmp_path, "raw", "raw")
-    assert calls, "the zero-copy path was not even tried"
+    assert len(calls) == 1, "the clone path was not tried, or tried again after a refusal"
     assert content_digest(dst, "raw") == content_digest(src, "raw")
     data = blockfmt_data_ranges(dst, "raw")
     assert not [r for r in data if r[0] < ZERO_RUN[1] and r[1] > ZERO_RUN[0]]
 
 
-def test_raw_to_raw_uses_copy_file_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A raw target is filled by the kernel from the source's host offsets, not through Python."""
-    real = os.copy_file_range
-    moved = []
+@pytest.mark.parametrize("src_fmt", FORMATS)
+def test_raw_target_is_cloned_from_the_source_payload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, src_fmt: str
+) -> None:
+    """On a reflink file system every non-zero run is cloned from where the source format keeps it.
 
-    def spy(src: int, dst: int, count: int, offset_src: int, offset_dst: int) -> int:
-        moved.append((offset_src, offset_dst))
-        return real(src, dst, count, offset_src, offset_dst)
+    The stand-in clone copies the bytes it is pointed at, so a wrong host offset (VHDX and VDI
+    keep blocks elsewhere than at their virtual offset) shows up as wrong content.
+    """
+    require_format(src_fmt)
+    cloned = []
 
-    monkeypatch.setattr(os, "copy_file_range", spy)
-    src, dst = converted(tmp_path, "raw", "raw")
-    assert moved and all(a == b for a, b in moved)
-    assert content_digest(dst, "raw") == content_digest(src, "raw")
+    def clone_by_copy(
+        source_fd: int, source_offset: int, target_fd: int, target_offset: int, length: int
+    ) -> bool:
+        cloned.append((target_offset, length))
+        os.pwrite(target_fd, os.pread(source_fd, length, source_offset), target_offset)
+        return True
+
+    monkeypatch.setattr("blockfmt.convert.clone_file_range", clone_by_copy)
+    src, dst = converted(tmp_path, src_fmt, "raw")
+    assert cloned
+    assert content_digest(dst, "raw") == content_digest(src, src_fmt)
+    assert not [r for r in cloned if r[0] < ZERO_RUN[1] and r[0] + r[1] > ZERO_RUN[0]]
 
 
 @pytest.mark.parametrize("dst_fmt", FORMATS)
@@ -192,7 +203,6 @@ def test_read_error_mid_copy_leaves_existing_target_untouched(
     """A source that fails halfway raises its BlockIOError; the old target and the dir stay clean."""
     src, dst = tmp_path / "src.raw", tmp_path / "dst.raw"
     build_source(src, "raw")
-    monkeypatch.delattr(os, "copy_file_range")  # force reads through the driver
     dst.write_bytes(b"precious")
     with blockfmt.open(src, "raw") as img:
         reads = 0

@@ -1,0 +1,52 @@
+"""The file layer's OS helpers: block cloning and early writeback."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+import blockfmt
+from blockfmt.fileio import clone_file_range
+
+#: tmpfs cannot share blocks between files: the refusal path, on every Linux machine
+TMPFS = Path("/dev/shm")
+
+
+def test_clone_is_refused_without_reflinks_and_changes_nothing() -> None:
+    """A file system without reflinks answers False and leaves the target as it was."""
+    source, target = TMPFS / f"blockfmt-clone-src-{os.getpid()}", TMPFS / f"blockfmt-clone-dst-{os.getpid()}"
+    try:
+        source.write_bytes(b"\xa5" * 65536)
+        target.write_bytes(b"\x00" * 65536)
+        with source.open("rb") as src, target.open("r+b") as dst:
+            assert clone_file_range(src.fileno(), 0, dst.fileno(), 0, 65536) is False
+        assert target.read_bytes() == b"\x00" * 65536
+    finally:
+        source.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
+
+
+def test_clone_raises_what_is_not_a_refusal(tmp_path: Path) -> None:
+    """A bad source descriptor is an error of the caller, not a file system that cannot clone."""
+    target = tmp_path / "dst"
+    target.write_bytes(bytes(4096))
+    with target.open("r+b") as dst, pytest.raises(OSError) as raised:
+        clone_file_range(-1, 0, dst.fileno(), 0, 4096)
+    assert raised.value.errno == errno.EBADF
+
+
+def test_start_writeback_keeps_data_and_is_a_no_op_where_nothing_can_be_written(tmp_path: Path) -> None:
+    """Writeback is a hint: the bytes read back, read-only and closed images accept it silently."""
+    path = tmp_path / "disk.raw"
+    blockfmt.create(path, "raw", 1 << 20)
+    with blockfmt.open(path, "raw", read_only=False) as img:
+        img.write_at(4096, b"\x5a" * 8192)
+        img.start_writeback()
+        assert img.read_at(4096, 8192) == b"\x5a" * 8192
+    img.start_writeback()  # closed
+    with blockfmt.open(path, "raw") as ro:
+        ro.start_writeback()
+        assert ro.read_at(0, 12288) == bytes(4096) + b"\x5a" * 8192
