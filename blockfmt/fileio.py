@@ -16,6 +16,7 @@ import fcntl
 import functools
 import os
 import struct
+from collections.abc import Iterator
 
 from .errors import BlockIOError, OutOfRangeError
 from .locking import ImageLock, LockRequest
@@ -70,6 +71,15 @@ class ImageFile:
     def flush(self) -> None:
         """Make every completed write durable (``fdatasync``). Ordering points of the VHDX log."""
         raise NotImplementedError
+
+    def data_runs(self, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
+        """Split ``[start, end)`` into ``(offset, length, is_data)`` runs of file data and holes.
+
+        Holes read as zeros, so callers may skip reading them (``map``, convert). A file that
+        cannot tell is all data, which is what the default says.
+        """
+        if end > start:
+            yield start, end - start, True
 
     def start_writeback(self) -> None:
         """Start writing the file's dirty pages to storage, without waiting for them.
@@ -174,6 +184,31 @@ class OsImageFile(ImageFile):
             os.fdatasync(self.fd)
         except OSError as err:
             raise BlockIOError.from_os_error(err, "Could not flush image") from err
+
+    def data_runs(self, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
+        pos = start
+        while pos < end:
+            data_at = self._seek(pos, os.SEEK_DATA, end)
+            if data_at > pos:
+                yield pos, data_at - pos, False
+            if data_at >= end:
+                return
+            hole_at = self._seek(data_at, os.SEEK_HOLE, end)
+            yield data_at, hole_at - data_at, True
+            pos = hole_at
+
+    def _seek(self, pos: int, whence: int, end: int) -> int:
+        """``lseek`` for ``SEEK_DATA``/``SEEK_HOLE``, capped at *end*.
+
+        No data past *pos* (ENXIO) gives *end* for ``SEEK_DATA``. Any other failure says the
+        file cannot tell: *pos* for ``SEEK_DATA`` and *end* for ``SEEK_HOLE``, so all is data.
+        """
+        try:
+            return min(os.lseek(self.fd, pos, whence), end)
+        except OSError as err:
+            if whence == os.SEEK_DATA and err.errno != errno.ENXIO:
+                return pos
+            return end
 
     def start_writeback(self) -> None:
         if not self.read_only:

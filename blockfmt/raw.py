@@ -7,8 +7,6 @@ unmap punches holes.
 
 from __future__ import annotations
 
-import errno
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,29 +48,8 @@ class RawDriver(FormatDriver):
         self.file.punch_hole(offset, length)
 
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
-        end = offset + length
-        try:
-            fd = self.file.fileno()
-        except OSError:
-            yield Extent(offset, length, data=True, zero=False, host_offset=offset)
-            return
-        pos = offset
-        while pos < end:
-            try:
-                data_start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError as err:
-                if err.errno != errno.ENXIO:  # ENXIO: only a hole remains
-                    yield Extent(pos, end - pos, data=True, zero=False, host_offset=pos)
-                    return
-                data_start = end
-            data_start = min(data_start, end)
-            if data_start > pos:
-                yield Extent(pos, data_start - pos, data=False, zero=True, host_offset=pos)
-            if data_start >= end:
-                return
-            hole_start = min(os.lseek(fd, data_start, os.SEEK_HOLE), end)
-            yield Extent(data_start, hole_start - data_start, data=True, zero=False, host_offset=data_start)
-            pos = hole_start
+        for pos, count, is_data in self.file.data_runs(offset, offset + length):
+            yield Extent(pos, count, data=is_data, zero=not is_data, host_offset=pos)
 
 
 @hookimpl

@@ -97,7 +97,7 @@ def test_convert_output_is_identical_and_sparse_for_qemu(
 def test_zero_filled_data_is_not_copied(tmp_path: Path, dst_fmt: str) -> None:
     """A run the raw source holds as written zeros stays a hole / unallocated in the target.
 
-    For raw targets this covers the copy_file_range path, for VHDX 1 MiB blocks make it visible.
+    For raw targets this covers the clone path, for VHDX 1 MiB blocks make it visible.
     """
     options = {"block_size": "1M"} if dst_fmt == "vhdx" else None
     src, dst = converted(tmp_path, "raw", dst_fmt, options=options)
@@ -147,6 +147,35 @@ def test_raw_target_is_cloned_from_the_source_payload(
     assert cloned
     assert content_digest(dst, "raw") == content_digest(src, src_fmt)
     assert not [r for r in cloned if r[0] < ZERO_RUN[1] and r[0] + r[1] > ZERO_RUN[0]]
+
+
+@pytest.mark.parametrize("src_fmt", ["vhdx", "vdi"])
+def test_file_holes_in_allocated_blocks_are_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, src_fmt: str
+) -> None:
+    """Blocks that were allocated but only partly written are read only where the file has data.
+
+    blockfmt leaves the unwritten part of a new block as a file hole, so the source's 8 MiB
+    (VHDX) or 1 MiB (VDI) blocks hold about 3 MiB of data in all; reading whole blocks would
+    read 32 MiB (VHDX) or 6 MiB (VDI).
+    """
+    require_format(src_fmt)
+    options = {"block_size": str(8 * MiB)} if src_fmt == "vhdx" else {}
+    src, dst = tmp_path / f"src.{src_fmt}", tmp_path / "dst.raw"
+    build_source(src, src_fmt, **options)
+    read = 0
+    with blockfmt.open(src, src_fmt) as img:
+        real_readinto = img.driver.readinto
+
+        def counting_readinto(offset: int, buf: memoryview) -> None:
+            nonlocal read
+            read += len(buf)
+            real_readinto(offset, buf)
+
+        monkeypatch.setattr(img.driver, "readinto", counting_readinto)
+        convert(img, str(dst), "raw")
+    assert content_digest(dst, "raw") == content_digest(src, src_fmt)
+    assert 3 * MiB < read <= 4 * MiB
 
 
 @pytest.mark.parametrize("dst_fmt", FORMATS)

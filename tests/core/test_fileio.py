@@ -1,4 +1,4 @@
-"""The file layer's OS helpers: block cloning and early writeback."""
+"""The file layer's OS helpers: block cloning, early writeback, data and hole runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import blockfmt
-from blockfmt.fileio import clone_file_range
+from blockfmt.fileio import ImageFile, OsImageFile, clone_file_range
 
 #: tmpfs cannot share blocks between files: the refusal path, on every Linux machine
 TMPFS = Path("/dev/shm")
@@ -50,3 +50,25 @@ def test_start_writeback_keeps_data_and_is_a_no_op_where_nothing_can_be_written(
     with blockfmt.open(path, "raw") as ro:
         ro.start_writeback()
         assert ro.read_at(0, 12288) == bytes(4096) + b"\x5a" * 8192
+
+
+def test_data_runs_split_a_sparse_file_into_data_and_holes(tmp_path: Path) -> None:
+    """SEEK_DATA/SEEK_HOLE runs cover the range exactly, in order, clipped to it; a plain
+    ImageFile (no way to tell) calls it all data."""
+    path = tmp_path / "sparse"
+    block = 1 << 20
+    with path.open("wb") as f:
+        f.truncate(4 * block)
+        os.pwrite(f.fileno(), b"\x01" * block, block)
+    file = OsImageFile(str(path), read_only=True)
+    try:
+        assert list(file.data_runs(0, 4 * block)) == [
+            (0, block, False),
+            (block, block, True),
+            (2 * block, 2 * block, False),
+        ]
+        assert list(file.data_runs(block + 512, 2 * block)) == [(block + 512, block - 512, True)]
+        assert list(file.data_runs(3 * block, 6 * block)) == [(3 * block, 3 * block, False)]
+        assert list(ImageFile.data_runs(file, 0, 4 * block)) == [(0, 4 * block, True)]
+    finally:
+        file.close()

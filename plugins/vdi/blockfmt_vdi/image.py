@@ -10,12 +10,10 @@ unallocated or stored back to back in the file, and each stretch is one ``preadv
 
 from __future__ import annotations
 
-import errno
-import os
 from collections.abc import Iterator
 
 from blockfmt.driver import Extent, FormatDriver, ImageInfo
-from blockfmt.errors import BlockIOError, CorruptImageError
+from blockfmt.errors import CorruptImageError
 from blockfmt.fileio import ImageFile
 
 from .bmap import BlockMap, Run
@@ -325,36 +323,11 @@ class VdiDriver(FormatDriver):
 
     def _file_extents(self, start: int, length: int, host: int) -> Iterator[Extent]:
         """Split data at *host* into file data and file holes (zero data)."""
-        try:
-            fd = self.file.fileno()
-        except OSError:
-            yield Extent(start, length, data=True, zero=False, host_offset=host)
-            return
-        end = host + length
-        pos = host
-        while pos < end:
-            data_at = _seek(fd, pos, os.SEEK_DATA, end)
-            if data_at > pos:
-                yield Extent(start + pos - host, data_at - pos, data=True, zero=True, host_offset=pos)
-            if data_at >= end:
-                return
-            hole_at = _seek(fd, data_at, os.SEEK_HOLE, end)
-            length_data = hole_at - data_at
-            yield Extent(start + data_at - host, length_data, data=True, zero=False, host_offset=data_at)
-            pos = hole_at
+        for pos, count, is_data in self.file.data_runs(host, host + length):
+            yield Extent(start + pos - host, count, data=True, zero=not is_data, host_offset=pos)
 
     def info(self) -> ImageInfo:
         return ImageInfo(cluster_size=self.block_size)
-
-
-def _seek(fd: int, pos: int, whence: int, end: int) -> int:
-    """``lseek`` for ``SEEK_DATA``/``SEEK_HOLE``, capped at *end*; no more data past *pos* gives *end*."""
-    try:
-        return min(os.lseek(fd, pos, whence), end)
-    except OSError as err:
-        if err.errno == errno.ENXIO:
-            return end
-        raise BlockIOError.from_os_error(err, "Could not query the image file's allocation") from err
 
 
 def _ranges(values: list[int]) -> Iterator[tuple[int, int]]:
