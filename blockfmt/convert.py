@@ -189,7 +189,8 @@ class _Chunk:
 
     offset: int
     length: int
-    #: False where the source format says the range reads as zeros: nothing to read
+    #: False where the range reads as zeros (the source format says so, or the source file has a
+    #: hole there): nothing to read
     may_hold_data: bool
     #: where the chunk lies contiguously in the source file, if it does
     host_offset: int | None
