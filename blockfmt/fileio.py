@@ -100,7 +100,7 @@ class ImageFile:
             offset += n
 
     def fileno(self) -> int:
-        """OS file descriptor, for zero-copy paths (:func:`clone_file_range`, ``SEEK_DATA``)."""
+        """OS file descriptor, for zero-copy paths (:func:`clone_file_range`) and ``fstat``."""
         raise OSError(errno.EBADF, "no file descriptor")
 
     def close(self) -> None:
