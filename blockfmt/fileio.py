@@ -10,7 +10,6 @@ Ownership: the host opens and closes the :class:`ImageFile`; a driver must not c
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import functools
@@ -233,7 +232,12 @@ _FALLOC_FL_PUNCH_HOLE = 0x02
 
 @functools.cache
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    """The C library's functions, from the symbols already loaded into this process.
+
+    Not ``ctypes.util.find_library("c")``: that runs ``ldconfig`` (a fork and exec, ~10 ms and
+    more under load) in every process on its first punch or writeback.
+    """
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _fallocate_punch(fd: int, offset: int, length: int) -> None:
