@@ -14,10 +14,10 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import NoReturn
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
-from ..errors import BlockFormatError, BlockIOError, ReadOnlyError
+from ..errors import BlockFormatError, BlockIOError, InvalidOptionError, ReadOnlyError
 from ..host import Host, default_host
 from ..image import Image
 from . import render
@@ -35,21 +35,94 @@ DEFAULT_WRITE_PATTERN = 0xCD
 
 USAGE = """\
 Usage: {prog} [OPTIONS]... [-c STRING]... [file]
-blockfmt disk exerciser (qemu-io compatible)
+QEMU Disk exerciser
 
+  --object OBJECTDEF   define an object such as 'secret' for
+                       passwords and/or encryption keys
+  --image-opts         treat file as option string
   -c, --cmd STRING     execute command with its arguments
                        from the given string
   -f, --format FMT     specifies the block driver to use
   -r, --read-only      export read-only
+  -s, --snapshot       use snapshot file
+  -n, --nocache        disable host cache, short for -t none
+  -C, --copy-on-read   enable copy-on-read
+  -m, --misalign       misalign allocations for O_DIRECT
+  -k, --native-aio     use kernel AIO implementation
+                       (Linux only, prefer use of -i)
+  -i, --aio=MODE       use AIO mode (threads, native or io_uring)
+  -t, --cache=MODE     use the given cache mode for the image
+  -d, --discard=MODE   use the given discard mode for the image
+  -T, --trace [[enable=]<pattern>][,events=<file>][,file=<file>]
+                       specify tracing options
+                       see qemu-img(1) man page for full description
   -U, --force-share    force shared permissions
   -h, --help           display this help and exit
+  -V, --version        output version information and exit
 
 See '{prog} -c help' for information on available commands.
+
+See <https://qemu.org/contribute/report-a-bug> for how to report bugs.
+More information on the QEMU project at <https://qemu.org>.
 """
+#: the QEMU release whose qemu-io this one imitates
+QEMU_VERSION = "7.2.22"
+#: bdrv_parse_cache_mode: mode -> (O_DIRECT, writethrough)
+CACHE_MODES = {
+    "none": (True, False),
+    "off": (True, False),
+    "directsync": (True, True),
+    "writeback": (False, False),
+    "unsafe": (False, False),
+    "writethrough": (False, True),
+}
+AIO_MODES = ("threads", "native", "io_uring")
+#: bdrv_parse_discard_flags: mode -> whether discard requests reach the image
+DISCARD_MODES = {"off": False, "ignore": False, "on": True, "unmap": True}
+#: QOM types ``--object`` may create that an image open can use (they need no action here)
+OBJECT_TYPES = ("secret", "secret_keyring", "throttle-group")
+SHORT_OPTIONS = "hVc:d:f:rsnCmkt:i:T:U"
+LONG_OPTIONS = [
+    "help",
+    "version",
+    "cmd=",
+    "discard=",
+    "format=",
+    "read-only",
+    "snapshot",
+    "nocache",
+    "copy-on-read",
+    "misalign",
+    "native-aio",
+    "cache=",
+    "aio=",
+    "trace=",
+    "force-share",
+    "object=",
+    "image-opts",
+]
 
 
 class _CommandFailed(Exception):
     """A command ended with an error that it already printed (qemu-io's negative return)."""
+
+
+@dataclass
+class OpenSettings:
+    """How qemu-io opens an image (its command line, or ``open``'s own flags)."""
+
+    read_only: bool = False
+    force_share: bool = False
+    snapshot: bool = False
+    image_opts: bool = False
+    #: -t writethrough / directsync: every write is flushed before it completes
+    writethrough: bool = False
+    #: -t none / directsync (O_DIRECT), needed by aio=native
+    direct: bool = False
+    native_aio: bool = False
+    #: -d: whether discard requests (and unmapping zero writes) reach the image
+    discard: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,19 +133,35 @@ class Session:
     host: Host
     format: str | None = None
     image: Image | None = None
+    settings: OpenSettings = field(default_factory=OpenSettings)
 
-    def open(self, filename: str, *, read_only: bool, force_share: bool) -> None:
+    def open(self, filename: str | None, settings: OpenSettings) -> None:
         """qemu-io's ``openfile``: errors become ``can't open device <file>: <message>``."""
         if self.image is not None:
             self.rep.error("file open already, try 'help close'")
             raise _CommandFailed
+        named = filename is not None and not settings.image_opts
+        context = f"can't open device {filename}: " if named else "can't open: "
         try:
+            if settings.native_aio and not settings.direct:
+                raise InvalidOptionError(
+                    "aio=native was specified, but it requires cache.direct=on, which was not specified."
+                )
             self.image = open_from_cli(
-                self.rep, self.host, filename, self.format, read_only=read_only, force_share=force_share
+                self.rep,
+                self.host,
+                filename,
+                self.format,
+                read_only=settings.read_only,
+                force_share=settings.force_share,
+                image_opts=settings.image_opts,
+                options=settings.options,
+                snapshot=settings.snapshot,
             )
         except BlockFormatError as err:
-            self.rep.exception(err, f"can't open device {filename}: ")
+            self.rep.exception(err, context)
             raise _CommandFailed from err
+        self.settings = settings
 
     def close(self) -> None:
         if self.image is not None:
@@ -106,16 +195,24 @@ class CommandInfo:
 # -------------------------------------------------------------------------
 
 
-def _getopt(
+def _getopt_pairs(
     session: Session, info: CommandInfo, argv: list[str], shortopts: str
-) -> tuple[dict[str, str], list[str]]:
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """A command's options in order (repeatable ones such as ``open -o``), and its operands."""
     try:
-        opts, operands = getopt.gnu_getopt(argv[1:], shortopts)
+        return getopt.gnu_getopt(argv[1:], shortopts)
     except getopt.GetoptError as err:
         session.rep.err(f"{argv[0]}: {glibc_getopt_message(err)}\n")
         session.rep.out(info.usage())
         raise _CommandFailed from None
-    return dict(opts), operands
+
+
+def _getopt(
+    session: Session, info: CommandInfo, argv: list[str], shortopts: str
+) -> tuple[dict[str, str], list[str]]:
+    """A command's options (the last of each wins) and its operands."""
+    pairs, operands = _getopt_pairs(session, info, argv, shortopts)
+    return dict(pairs), operands
 
 
 def _number(session: Session, text: str) -> int:
@@ -267,13 +364,23 @@ def flush_f(session: Session, argv: list[str]) -> None:
 
 
 def open_f(session: Session, argv: list[str]) -> None:
-    """``open [-rU] file``: probes the format (``-f`` of the command line does not apply)."""
-    opts, operands = _getopt(session, OPEN, argv, "rU")
-    if len(operands) != 1:
+    """``open [-rsCnkU] [-t cache] [-d discard] [-o options] [path]``: probes the format (the
+    command line's ``-f`` does not apply); without a path the ``-o`` options name the image."""
+    pairs, operands = _getopt_pairs(session, OPEN, argv, "snCro:kt:d:U")
+    settings = OpenSettings()
+    for opt, value in pairs:
+        if opt == "-o":
+            from .blockdev_opts import parse_qemu_opts  # only open -o needs the option syntax
+
+            tree = parse_qemu_opts(value, lambda text: session.rep.error(f"warning: {text}"))
+            settings.options = {**settings.options, **tree}
+        elif not _apply_open_option(session.rep, settings, opt, value):
+            raise _CommandFailed
+    if len(operands) > 1:
         session.rep.out(OPEN.usage())
         raise _CommandFailed
     session.format = None
-    session.open(operands[0], read_only="-r" in opts, force_share="-U" in opts)
+    session.open(operands[0] if operands else None, settings)
 
 
 def close_f(session: Session, argv: list[str]) -> None:
@@ -369,35 +476,37 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG, host: Host | No
     rep = Reporter(prog)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        opts, operands = getopt.gnu_getopt(
-            args, "c:f:hrU", ["cmd=", "format=", "help", "read-only", "force-share"]
-        )
+        opts, operands = getopt.gnu_getopt(args, SHORT_OPTIONS, LONG_OPTIONS)
     except getopt.GetoptError as err:
         rep.error(glibc_getopt_message(err))
         rep.out(USAGE.format(prog=prog))
         return EXIT_FAILURE
     session = Session(rep, host or default_host())
     commands: list[str] = []
-    read_only = force_share = False
+    settings = OpenSettings()
     for opt, value in opts:
         if opt in ("-h", "--help"):
             rep.out(USAGE.format(prog=prog))
+            return EXIT_OK
+        if opt in ("-V", "--version"):
+            rep.out(f"{prog} version {QEMU_VERSION} (blockfmt)\n")
             return EXIT_OK
         if opt in ("-c", "--cmd"):
             commands.append(value)
         elif opt in ("-f", "--format"):
             session.format = value
-        elif opt in ("-r", "--read-only"):
-            read_only = True
-        elif opt in ("-U", "--force-share"):
-            force_share = True
+        elif not _apply_open_option(rep, settings, opt, value):
+            return EXIT_FAILURE
+    if settings.image_opts and session.format is not None:
+        rep.error("--image-opts and -f are mutually exclusive")
+        return EXIT_FAILURE
     if len(operands) > 1:
         rep.out(USAGE.format(prog=prog))
         return EXIT_FAILURE
     try:
         if operands:
             try:
-                session.open(operands[0], read_only=read_only, force_share=force_share)
+                session.open(operands[0], settings)
             except _CommandFailed:
                 return EXIT_FAILURE
         failed = False
@@ -408,6 +517,57 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG, host: Host | No
         return EXIT_FAILURE if failed else EXIT_OK
     finally:
         session.close()
+
+
+def _apply_open_option(rep: Reporter, settings: OpenSettings, opt: str, value: str) -> bool:
+    """One of qemu-io's open options into *settings*; False (after the error) for a bad value."""
+    if opt in ("-r", "--read-only"):
+        settings.read_only = True
+    elif opt in ("-U", "--force-share"):
+        settings.force_share = True
+    elif opt in ("-s", "--snapshot"):
+        settings.snapshot = True
+    elif opt in ("-n", "--nocache"):
+        settings.direct, settings.writethrough = CACHE_MODES["none"]
+    elif opt in ("-k", "--native-aio"):
+        settings.native_aio = True
+    elif opt in ("-t", "--cache"):
+        if value not in CACHE_MODES:
+            rep.error(f"Invalid cache option: {value}")
+            return False
+        settings.direct, settings.writethrough = CACHE_MODES[value]
+    elif opt in ("-i", "--aio"):
+        if value not in AIO_MODES:
+            rep.error(f"Invalid aio option: {value}")
+            return False
+        settings.native_aio = value == "native"
+    elif opt in ("-d", "--discard"):
+        if value not in DISCARD_MODES:
+            rep.error(f"Invalid discard option: {value}")
+            return False
+        settings.discard = DISCARD_MODES[value]
+    elif opt == "--image-opts":
+        settings.image_opts = True
+    elif opt == "--object":
+        return _check_object(rep, value)
+    # -C (copy-on-read: no backing file to copy from), -m (buffer alignment) and -T (tracing)
+    # change nothing that can be observed here
+    return True
+
+
+def _check_object(rep: Reporter, text: str) -> bool:
+    """``--object``: accept the QOM types an image may refer to; QEMU's refusal for the others."""
+    from .blockdev_opts import parse_qemu_opts  # --object is rare
+
+    qom_type, _, rest = text.partition(",")
+    props = parse_qemu_opts(rest)
+    if qom_type not in OBJECT_TYPES:
+        rep.error(f"Parameter 'qom-type' does not accept value '{qom_type}'")
+        return False
+    if "id" not in props:
+        rep.error("Parameter 'id' is missing")
+        return False
+    return True
 
 
 def _stdin_lines(rep: Reporter) -> Iterator[str]:
