@@ -139,3 +139,14 @@ def run_ok(argv: Sequence[str], timeout: float = 120) -> str:
     result = run_tool(argv, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(map(str, argv))} failed:\n{result.output}"
     return result.stdout
+
+
+def run_once_connected(argv: Sequence[str], within: float = 15) -> str:
+    """:func:`run_ok`, retried while the server still winds down a closed connection holding the only slot."""
+    deadline = time.monotonic() + within
+    while True:
+        result = run_tool(argv, timeout=120)
+        if result.returncode == 0:
+            return result.stdout
+        assert time.monotonic() < deadline, f"{' '.join(map(str, argv))} failed:\n{result.output}"
+        time.sleep(0.1)

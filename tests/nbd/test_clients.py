@@ -12,7 +12,7 @@ import pytest
 import blockfmt
 from blockfmt.testing.qemu import run_tool
 
-from .conftest import run_ok
+from .conftest import run_ok, run_once_connected
 
 pytestmark = pytest.mark.qemu
 
@@ -154,7 +154,7 @@ def test_read_only_export_refuses_writes_and_leaves_the_file_alone(serve, qemu_i
     server = serve(image, "-r", "-t")
     result = run_tool([qemu_io, "-f", "raw", "-c", "write -P 1 0 4k", server.uri])
     assert "Could not open image: Permission denied" in result.output, result.output
-    run_ok([qemu_io, "-r", "-f", "raw", "-c", "read -P 0xab 1M 1M", server.uri])
+    run_once_connected([qemu_io, "-r", "-f", "raw", "-c", "read -P 0xab 1M 1M", server.uri])
     server.stop()
     assert hashlib.sha256(image.read_bytes()).hexdigest() == before
 
@@ -169,12 +169,14 @@ def test_a_corrupt_image_gives_the_client_eio_and_the_server_keeps_serving(serve
     server = serve(image, "-r", "-t")
     result = run_tool([qemu_io, "-r", "-f", "raw", "-c", "read 4M 1M", server.uri])
     assert "read failed: Input/output error" in result.output, result.output
-    run_ok([qemu_io, "-r", "-f", "raw", "-c", "read -P 1 0 1M", server.uri])
+    run_once_connected([qemu_io, "-r", "-f", "raw", "-c", "read -P 1 0 1M", server.uri])
     assert server.process.poll() is None
 
 
 def test_export_name_and_description(serve, nbdinfo, tmp_path):
-    server = serve(make_vhdx(tmp_path / "d.vhdx"), "-r", "-t", "-x", "disk0", "-D", "a blockfmt disk")
+    server = serve(
+        make_vhdx(tmp_path / "d.vhdx"), "-r", "-t", "-e", "0", "-x", "disk0", "-D", "a blockfmt disk"
+    )
     info = json.loads(run_ok([nbdinfo, "--json", server.uri_for("disk0")]))
     assert info["exports"][0]["export-name"] == "disk0"
     assert info["exports"][0]["description"] == "a blockfmt disk"
