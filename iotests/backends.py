@@ -26,7 +26,15 @@ from blockfmt.testing.qemu import QemuRun, find_qemu_tool, run_tool
 
 from .qsd import StorageDaemon
 
-__all__ = ["BACKENDS", "Backend", "BlockfmtBackend", "BlockfmtStorage", "QemuBackend", "Storage"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BlockfmtBackend",
+    "BlockfmtStorage",
+    "QemuBackend",
+    "Storage",
+    "blockfmt_script",
+]
 
 #: seconds one tool invocation may take
 TOOL_TIMEOUT = 600
@@ -172,6 +180,12 @@ class BlockfmtStorage(Storage):
         self.jobs.clear()
 
 
+def blockfmt_script(name: str) -> str | None:
+    """The path of console script *name*, from the running interpreter's environment first, then ``$PATH``."""
+    search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    return shutil.which(name, path=search)
+
+
 class BlockfmtBackend(Backend):
     """blockfmt's console scripts, from the running interpreter's environment first."""
 
@@ -179,8 +193,7 @@ class BlockfmtBackend(Backend):
     SCRIPTS = {"qemu-img": "blockfmt-img", "qemu-io": "blockfmt-io"}
 
     def _script(self, name: str) -> str | None:
-        search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-        return shutil.which(self.SCRIPTS[name], path=search)
+        return blockfmt_script(self.SCRIPTS[name])
 
     def unavailable(self, imgfmt: str) -> str | None:
         from blockfmt.host import default_host

@@ -28,15 +28,20 @@ __all__ = [
     "FAIL",
     "NOT_RUN",
     "PASS",
+    "RECORDED",
     "Result",
     "Scenario",
     "discover",
+    "record_scenario",
+    "regenerate",
     "run_scenario",
     "select",
     "unified_diff",
 ]
 
 PASS, FAIL, NOT_RUN = "pass", "fail", "not run"
+#: a transcript taken but not judged (:func:`record_scenario`)
+RECORDED = "recorded"
 
 
 @dataclass(frozen=True)
@@ -117,10 +122,14 @@ def unified_diff(expected: str, actual: str, fromfile: str, tofile: str) -> str:
     return "".join(difflib.unified_diff(left, right, fromfile, tofile))
 
 
-def run_scenario(
+def record_scenario(
     scenario: Scenario, imgfmt: str, backend: Backend, *, work_dir: str | None = None, keep: bool = False
 ) -> Result:
-    """Run *scenario* for *imgfmt* on *backend* in a fresh scratch directory and judge it."""
+    """Run *scenario* for *imgfmt* on *backend* in a fresh scratch directory; do not judge it.
+
+    :returns: ``not run`` (with the reason), ``fail`` when the scenario raised, else ``recorded``
+        with the filtered transcript in ``output``.
+    """
     result = Result(scenario.name, imgfmt, backend.name, NOT_RUN)
     if imgfmt not in scenario.formats:
         result.reason = f"not suitable for this image format: {imgfmt}"
@@ -146,11 +155,22 @@ def run_scenario(
         result.seconds = time.monotonic() - started
         if not keep:
             shutil.rmtree(test_dir, ignore_errors=True)
+    result.status = RECORDED
     result.output = context.output
+    return result
+
+
+def run_scenario(
+    scenario: Scenario, imgfmt: str, backend: Backend, *, work_dir: str | None = None, keep: bool = False
+) -> Result:
+    """Run *scenario* for *imgfmt* on *backend* in a fresh scratch directory and judge it."""
+    result = record_scenario(scenario, imgfmt, backend, work_dir=work_dir, keep=keep)
+    if result.status != RECORDED:
+        return result
     expected_path = scenario.expected_path(imgfmt)
     if not expected_path.exists():
         result.status = FAIL
-        result.reason = f"no expected output {expected_path.name}"
+        result.reason = f"no expected output {expected_path.name} (python -m iotests --regen writes it)"
         return result
     result.diff = unified_diff(
         expected_path.read_text(), result.output, expected_path.name, f"{scenario.name}.out.{backend.name}"
@@ -159,6 +179,24 @@ def run_scenario(
     if result.diff:
         result.reason = f"output differs from {expected_path.name}"
     return result
+
+
+def regenerate(scenario: Scenario, transcripts: dict[str, str]) -> list[Path]:
+    """Write *scenario*'s expected output from real QEMU's *transcripts* (by format); return the files.
+
+    One ``<name>.out`` when every format printed the same, else ``<name>.out.<fmt>`` per format
+    (which :meth:`Scenario.expected_path` prefers).
+    """
+    if len(set(transcripts.values())) == 1:
+        target = scenario.path.with_name(f"{scenario.name}.out")
+        target.write_text(next(iter(transcripts.values())))
+        return [target]
+    written = []
+    for imgfmt, text in transcripts.items():
+        target = scenario.path.with_name(f"{scenario.name}.out.{imgfmt}")
+        target.write_text(text)
+        written.append(target)
+    return written
 
 
 def make_backend(name: str) -> Backend:
