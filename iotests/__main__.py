@@ -110,13 +110,23 @@ def _regen(scenarios: list[Scenario], formats: Sequence[str], keep: bool) -> int
     return status
 
 
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def _qemu_suite(suite_dir: Path, formats: Sequence[str], args) -> int:
     from .qemu_suite import compare, default_tests, format_table, regressions, run_both
 
     status = 0
     for imgfmt in formats:
         tests = args.tests or default_tests(imgfmt)
-        qemu, blockfmt, scratch = run_both(suite_dir, imgfmt, tests, keep=args.keep, jobs=args.jobs)
+        qemu, blockfmt, scratch = run_both(
+            suite_dir, imgfmt, tests, keep=args.keep, jobs=args.jobs, progress=_progress
+        )
+        for who, run in (("qemu", qemu), ("blockfmt", blockfmt)):
+            if not run.outcomes and not run.skipped:
+                print(f"{imgfmt} {who}: ./check judged no test (exit {run.returncode}); its output ends:")
+                print("".join(run.output.splitlines(keepends=True)[-20:]), end="")
         rows = compare(qemu, blockfmt)
         print(format_table(rows, imgfmt, show_all=args.all, detail=args.detail))
         print(f"wall time: qemu {qemu.seconds:.0f} s, blockfmt {blockfmt.seconds:.0f} s")

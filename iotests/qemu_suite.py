@@ -14,13 +14,16 @@ for the blockfmt run; the QEMU run is then ``not run`` for every test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,9 +224,19 @@ def parse_check_output(text: str) -> dict[str, Outcome]:
 
 
 def run_check(
-    suite_copy: Path, imgfmt: str, tools: SuiteTools, tests: Sequence[str], work: Path, jobs: int = 1
+    suite_copy: Path,
+    imgfmt: str,
+    tools: SuiteTools,
+    tests: Sequence[str],
+    work: Path,
+    *,
+    jobs: int = 1,
+    progress: Callable[[str], None] | None = None,
 ) -> CheckRun:
-    """Run ``./check -<imgfmt> tests`` in *suite_copy* with *tools*; scratch and sockets under *work*."""
+    """Run ``./check -<imgfmt> tests`` in *suite_copy* with *tools*; scratch and sockets under *work*.
+
+    :param progress: called with ``"<test> <status>"`` as each verdict arrives.
+    """
     test_dir, sock_dir = work / "scratch", work / "sock"
     test_dir.mkdir(parents=True, exist_ok=True)
     sock_dir.mkdir(parents=True, exist_ok=True)
@@ -231,20 +244,52 @@ def run_check(
     env.pop("IMGOPTS", None)
     argv = ["./check", "--color", "off", f"-{imgfmt}", *(["-j", str(jobs)] if jobs > 1 else []), *tests]
     started = time.monotonic()
-    proc = subprocess.run(
-        argv,
-        cwd=suite_copy,
+    returncode, output = _run_process_group(argv, suite_copy, env, progress)
+    return CheckRun(parse_check_output(output), returncode, time.monotonic() - started, output)
+
+
+def _run_process_group(
+    argv: Sequence[str], cwd: Path, env: dict[str, str], progress: Callable[[str], None] | None
+) -> tuple[int, str]:
+    """Run *argv* in its own process group and return its exit code and output.
+
+    ``check`` starts qemu, qemu-nbd and qemu-storage-daemon processes of its own: on a timeout or
+    Ctrl-C the whole group is killed, so none of them outlives the run. Each verdict line goes to
+    *progress* as it arrives.
+    """
+    lines: list[str] = []
+    with subprocess.Popen(
+        list(argv),
+        cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         errors="replace",
-        timeout=CHECK_TIMEOUT,
-        check=False,
-    )
-    seconds = time.monotonic() - started
-    return CheckRun(parse_check_output(proc.stdout), proc.returncode, seconds, proc.stdout)
+        start_new_session=True,
+    ) as proc:
+        deadline = threading.Timer(CHECK_TIMEOUT, _kill_group, (proc,))
+        deadline.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                if progress is not None:
+                    for match in filter(None, map(_RESULT_LINE.match, line.split("\r"))):
+                        progress(f"{match['test']} {match['status']}")
+            returncode = proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            deadline.cancel()
+    return returncode, "".join(lines)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def compare(qemu: CheckRun, blockfmt: CheckRun) -> list[Row]:
@@ -293,7 +338,13 @@ def format_table(rows: Sequence[Row], imgfmt: str, *, show_all: bool = False, de
 
 
 def run_both(
-    suite_dir: Path, imgfmt: str, tests: Sequence[str], *, keep: bool = False, jobs: int = 1
+    suite_dir: Path,
+    imgfmt: str,
+    tests: Sequence[str],
+    *,
+    keep: bool = False,
+    jobs: int = 1,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[CheckRun, CheckRun, Path]:
     """Copy the suite and run it with QEMU, then with blockfmt; return both runs and the scratch root."""
     scratch = Path(tempfile.mkdtemp(prefix=f"qemu-suite-{imgfmt}-"))
@@ -306,8 +357,17 @@ def run_both(
                 runs[who] = CheckRun({}, 0, 0.0, "", skipped=f"QEMU has no {imgfmt} driver")
                 continue
             tools = real if who == "qemu" else blockfmt_tools(scratch / who / "bin")
-            runs[who] = run_check(copy, imgfmt, tools, tests, scratch / who / "work", jobs)
+            report = _tagged(progress, f"{imgfmt} {who}")
+            work = scratch / who / "work"
+            runs[who] = run_check(copy, imgfmt, tools, tests, work, jobs=jobs, progress=report)
         return runs["qemu"], runs["blockfmt"], scratch
     finally:
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _tagged(progress: Callable[[str], None] | None, tag: str) -> Callable[[str], None] | None:
+    """*progress* with every message prefixed by *tag* (None stays None)."""
+    if progress is None:
+        return None
+    return lambda text: progress(f"{tag}: {text}")

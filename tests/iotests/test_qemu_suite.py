@@ -123,7 +123,7 @@ def test_copy_suite_refuses_a_folder_without_check_or_python(fake_suite, tmp_pat
 def test_exit_status_is_1_when_blockfmt_fails_what_qemu_passes(
     monkeypatch, capsys, tmp_path, blockfmt_status, exit_status
 ):
-    def fake_run_both(suite_dir, imgfmt, tests, *, keep, jobs):
+    def fake_run_both(suite_dir, imgfmt, tests, *, keep, jobs, progress):
         assert (imgfmt, tests) == ("vhdx", ["-g", "auto", "064", "070", "213"])
         return _run(t001=PASS), _run(t001=blockfmt_status), tmp_path
 
@@ -184,3 +184,25 @@ def test_the_copied_check_lists_the_auto_group(real_suite, tmp_path, qemu_img):
         check=True,
     ).stdout.split()
     assert {"001", "104", "084"} <= set(listed)
+
+
+def test_a_run_past_its_deadline_is_killed_with_every_process_it_started(monkeypatch, tmp_path):
+    monkeypatch.setattr(qemu_suite, "CHECK_TIMEOUT", 1.0)
+    seen = []
+    script = "sleep 60 & echo $!; echo '001   pass   [10:00:00] [10:00:01]   1.0s'; wait"
+    returncode, output = qemu_suite._run_process_group(
+        ["sh", "-c", script], tmp_path, dict(os.environ), seen.append
+    )
+    child = int(output.split()[0])
+    assert returncode == -9
+    assert seen == ["001 pass"]
+    assert _gone_or_zombie(child)
+
+
+def _gone_or_zombie(pid: int) -> bool:
+    """True when *pid* no longer runs (a killed orphan may stay a zombie until its new parent reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
