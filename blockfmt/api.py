@@ -58,13 +58,15 @@ def open(
     try:
         if format is None:
             format = host.probe(file.pread(min(PROBE_SIZE, file.size()), 0), file.name)
-        data_only = host.spec(format).data_only
-        file.lock(open_lock_request(data_only=data_only, read_only=read_only, force_share=force_share))
-        driver = host.open_driver(format, file, read_only, dict(options or {}))
+        hooks = host.hooks(format)
+        file.lock(
+            open_lock_request(data_only=hooks.spec.data_only, read_only=read_only, force_share=force_share)
+        )
+        driver = hooks.open(file, read_only, dict(options or {}))
     except BaseException:
         file.close()
         raise
-    return Image(host, format, file, driver, read_only=read_only)
+    return Image(hooks, format, file, driver, read_only=read_only)
 
 
 def create(

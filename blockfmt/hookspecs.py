@@ -6,13 +6,19 @@ these specs, registered through the ``blockfmt.formats`` entry-point group::
     [project.entry-points."blockfmt.formats"]
     myfmt = "myfmt_plugin"
 
-The built-in ``raw`` format, and the ``vhdx`` and ``vdi`` plugins, are registered through that same
-group. An implementation may accept a subset of a spec's arguments (pluggy passes by keyword).
+The built-in ``raw`` format and the ``vhdx`` and ``vdi`` plugins are registered by the host
+directly and keep to the same contract. An implementation may accept a subset of a spec's
+arguments (pluggy passes by keyword).
+
+Dispatch is by format: ``blockfmt_open``, ``blockfmt_create`` and ``blockfmt_check`` are called
+only on the plugin whose ``blockfmt_formats`` declared the format, so an implementation never
+sees another plugin's format and needs no guard; ``format`` tells a plugin with several formats
+which one is meant. ``blockfmt_probe`` goes to every plugin and the best score wins.
 
 Per-request I/O (the *read* and *write* operations) is not a hook call: :func:`blockfmt_open`
 returns a :class:`~blockfmt.driver.FormatDriver` whose ``readinto``/``write``/``write_zeroes``/
 ``discard``/``flush``/``block_status`` methods the image calls directly. Hook dispatch happens once
-per open: measured here, one pluggy call over the three built-in plugins takes 3.2 us, about half of
+per open: measured here, one pluggy call over the three built-in plugins took 3.2 us, about half of
 a whole 4 KiB VHDX read through the driver (6.1 us), so dispatching every request would slow small
 I/O by half; resolved at open, it costs nothing per request.
 """
@@ -36,8 +42,9 @@ if TYPE_CHECKING:
 def blockfmt_formats() -> list[FormatSpec]:
     """Return the formats this plugin provides.
 
-    Called by the host once, after all plugins are loaded. Two plugins returning a format of the
-    same name is an error (:class:`~blockfmt.errors.PluginError`) naming both plugins.
+    Called by the host once per plugin, after all plugins are loaded. A plugin returning a format
+    name another plugin already provides is skipped and reported (a plugin registered by hand
+    raises :class:`~blockfmt.errors.PluginError` instead), naming both plugins.
 
     :returns: the plugin's :class:`~blockfmt.driver.FormatSpec` list (may be empty).
     """
@@ -68,14 +75,14 @@ def blockfmt_open(
 ) -> FormatDriver | None:
     """Open an image of *format* stored in *file*.
 
-    Called by :func:`blockfmt.open`. Return None when *format* is not yours.
-    Stops at first non-None result.
+    Called by :func:`blockfmt.open`, on the plugin that declared *format* only.
 
-    :param format: the format name.
+    :param format: the format name (one of this plugin's).
     :param file: the opened file; owned by the host, the driver must not close it.
     :param read_only: whether writes will be refused; a plugin must not modify the file then.
     :param options: format-specific open options; unknown keys are an error.
-    :returns: a :class:`~blockfmt.driver.FormatDriver`, or None.
+    :returns: a :class:`~blockfmt.driver.FormatDriver`; None means the plugin cannot open it
+        after all, which the host reports as an unsupported format.
     :raises CorruptImageError: when the image is invalid.
     :raises UnsupportedFeatureError: when it uses a feature not implemented.
     :raises InvalidOptionError: for unknown or invalid *options*.
@@ -89,16 +96,19 @@ def blockfmt_create(
     """Write a new, empty image of *format* and virtual *size* into the empty *file*.
 
     Called by :func:`blockfmt.create` after it parsed *options* against the format's
-    :class:`~blockfmt.driver.CreateOption` list (values are typed: int sizes, bool flags, str).
-    Return None when *format* is not yours.
-    Stops at first non-None result.
+    :class:`~blockfmt.driver.CreateOption` list, on the plugin that declared *format* only.
 
+    :param format: the format name (one of this plugin's).
+    :param file: the empty file to write into; owned by the host, the plugin must not close it.
+    :param size: the virtual disk size in bytes, as given (the plugin rounds it where qemu-img does).
+    :param options: every create option of the format but ``size``, typed: int sizes and numbers,
+        bool flags, str; None where unset and without default.
     :param exact: False for ``qemu-img create`` semantics: options absent from the command line
         hold their defaults and the format may round values silently, as QEMU's
         ``bdrv_co_create_opts`` do. True for QMP ``blockdev-create`` semantics: absent options are
         None and every value is taken as given, so a value qemu-img would round is an error.
 
-    :returns: True once the image is written.
+    :returns: True once the image is written; None when the format cannot create images.
     :raises InvalidOptionError: with QEMU's message for invalid sizes or option values.
     """
 
@@ -107,10 +117,13 @@ def blockfmt_create(
 def blockfmt_check(format: str, driver: FormatDriver, repair: RepairMode) -> CheckResult | None:
     """Check the consistency of an open image, repairing what *repair* allows.
 
-    Called by :meth:`blockfmt.Image.check`. The image is open read-write when *repair* is not
-    ``RepairMode.NONE``. Return None when *format* is not yours or has no check; the host then
-    raises :class:`~blockfmt.errors.UnsupportedOperationError` as qemu-img does.
-    Stops at first non-None result.
+    Called by :meth:`blockfmt.Image.check`, on the plugin that declared *format* only. The image
+    is open read-write when *repair* is not ``RepairMode.NONE``. A check works through the
+    driver's public methods, like any other caller.
 
-    :returns: a :class:`~blockfmt.driver.CheckResult`.
+    :param format: the format name (one of this plugin's).
+    :param driver: the driver this plugin's ``blockfmt_open`` returned for the image.
+    :param repair: what may be fixed: nothing, leaks, or everything safe (qemu-img ``-r``).
+    :returns: a :class:`~blockfmt.driver.CheckResult`; None when the format has no check, which
+        the host reports as :class:`~blockfmt.errors.UnsupportedOperationError` as qemu-img does.
     """

@@ -17,7 +17,7 @@ from .errors import OutOfRangeError, ReadOnlyError
 from .fileio import ImageFile
 
 if TYPE_CHECKING:
-    from .host import Host
+    from .host import FormatHooks
 
 __all__ = ["Image"]
 
@@ -28,13 +28,15 @@ class Image(io.RawIOBase):
     """An open disk image of some format.
 
     Created by :func:`blockfmt.open`; closing it closes the driver and then the file it owns.
+
+    :param hooks: the hooks of the format's plugin, which opened *driver* (``check`` runs there).
     """
 
     def __init__(
-        self, host: Host, format: str, file: ImageFile, driver: FormatDriver, *, read_only: bool
+        self, hooks: FormatHooks, format: str, file: ImageFile, driver: FormatDriver, *, read_only: bool
     ) -> None:
         super().__init__()
-        self._host = host
+        self._hooks = hooks
         self._file = file
         self._driver = driver
         self._read_only = read_only
@@ -137,7 +139,7 @@ class Image(io.RawIOBase):
         mode = RepairMode(repair)
         if mode is not RepairMode.NONE:
             self._check_writable()
-        return self._host.check(self.format, self._driver, mode)
+        return self._hooks.check(self._driver, mode)
 
     def actual_size(self) -> int:
         """Bytes the image file occupies on disk (qemu-img's "disk size")."""

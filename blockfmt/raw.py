@@ -1,6 +1,6 @@
 """The built-in ``raw`` format: the virtual disk is the file, byte for byte.
 
-Registered through the ``blockfmt.formats`` entry-point group like any third-party plugin.
+Registered by the host before any entry-point plugin, and held to the same hook contract.
 Sparse-aware: ``block_status`` reports holes with ``SEEK_DATA``/``SEEK_HOLE``, write-zeroes with
 unmap punches holes.
 """
@@ -64,18 +64,14 @@ def blockfmt_probe(head: bytes) -> tuple[str, int]:
 
 
 @hookimpl
-def blockfmt_open(format: str, file: ImageFile, read_only: bool, options: dict[str, Any]) -> RawDriver | None:
-    if format != FORMAT_NAME:
-        return None
+def blockfmt_open(file: ImageFile, read_only: bool, options: dict[str, Any]) -> RawDriver:
     if options:
         raise InvalidOptionError(f"Invalid parameter '{next(iter(options))}'")
     return RawDriver(file, read_only=read_only)
 
 
 @hookimpl
-def blockfmt_create(format: str, file: ImageFile, size: int) -> bool | None:
-    if format != FORMAT_NAME:
-        return None
+def blockfmt_create(file: ImageFile, size: int) -> bool:
     file.truncate(size)
     # Like QEMU's file-posix, allocate the first block so that file systems which report a fresh
     # file as one hole still give probing and alignment detection real bytes to read.

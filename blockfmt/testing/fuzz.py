@@ -441,8 +441,8 @@ def _opened(host: Host, fmt: str, store: SparseBytes, limits: Limits, *, read_on
         store, "fuzz." + fmt, read_only=read_only, growth=limits.growth, max_io=limits.max_io
     )
     try:
-        driver = host.open_driver(fmt, file, read_only, {})
-        image = Image(host, fmt, file, driver, read_only=read_only)
+        hooks = host.hooks(fmt)
+        image = Image(hooks, fmt, file, hooks.open(file, read_only, {}), read_only=read_only)
         try:
             yield image
         finally:

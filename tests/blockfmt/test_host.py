@@ -8,7 +8,6 @@ import pytest
 
 import blockfmt
 from blockfmt import FormatSpec, Host, PluginError, get_plugin_manager, hookimpl
-from blockfmt import raw as raw_plugin
 from blockfmt.cli import img as img_cli
 
 #: a complete format plugin, installed into tmp_path as its own distribution
@@ -86,19 +85,23 @@ def demo_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Host:
     return Host(get_plugin_manager())
 
 
-def test_builtin_formats_come_through_entry_points() -> None:
-    """raw, vhdx and vdi are registered by the same entry-point group a third party uses."""
-    host = Host(get_plugin_manager(autoload=True))
-    assert {"raw", "vhdx", "vdi"} <= set(host.formats)
-    assert host.formats["raw"].plugin_name == "raw"
-    assert host.formats["vhdx"].plugin_name == "vhdx"
+def test_builtin_formats_are_registered_without_entry_points() -> None:
+    """raw, vhdx and vdi are there even with autoload off, each under its own plugin name."""
+    host = Host(get_plugin_manager(autoload=False))
+    assert list(host.formats) == ["raw", "vhdx", "vdi"]
+    assert {name: spec.plugin_name for name, spec in host.formats.items()} == {
+        "raw": "raw",
+        "vhdx": "vhdx",
+        "vdi": "vdi",
+    }
+    assert host.load_errors == []
 
 
-def test_autoload_can_be_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    """BLOCKFMT_DISABLE_PLUGIN_AUTOLOAD leaves only the plugins registered by hand."""
+def test_autoload_can_be_disabled(demo_host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BLOCKFMT_DISABLE_PLUGIN_AUTOLOAD drops entry-point plugins, keeps the built-ins (as pytest does)."""
+    assert "demo" in demo_host.formats
     monkeypatch.setenv("BLOCKFMT_DISABLE_PLUGIN_AUTOLOAD", "1")
-    assert Host(get_plugin_manager()).formats == {}
-    assert set(Host(get_plugin_manager([raw_plugin])).formats) == {"raw"}
+    assert set(Host(get_plugin_manager()).formats) == {"raw", "vhdx", "vdi"}
 
 
 def test_external_plugin_end_to_end(demo_host: Host, tmp_path: Path) -> None:
@@ -153,12 +156,12 @@ class _Impostor:
 
 
 def test_two_plugins_claiming_one_format_name_is_an_error() -> None:
-    """The PluginError names the format and both plugins."""
-    pm = get_plugin_manager([raw_plugin], autoload=False)
+    """Registered by hand, the impostor is a PluginError naming the format and both plugins."""
+    pm = get_plugin_manager(autoload=False)
     pm.register(_Impostor(), name="impostor")
     with pytest.raises(PluginError) as info:
         Host(pm)
-    assert str(info.value) == "format 'raw' is provided by two plugins: 'blockfmt.raw' and 'impostor'"
+    assert str(info.value) == "format 'raw' is provided by two plugins: 'raw' and 'impostor'"
 
 
 class _BrokenHook:

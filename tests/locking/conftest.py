@@ -52,7 +52,7 @@ def host() -> Host:
     """A host with the built-in raw format and the stand-in ``vdi``, without entry points."""
     import blockfmt.raw
 
-    return Host(get_plugin_manager([blockfmt.raw, StandInMetadataFormat()], autoload=False))
+    return Host(get_plugin_manager([blockfmt.raw, StandInMetadataFormat()], autoload=False, builtins=False))
 
 
 def lock_bytes(path: Path) -> list[tuple[str, int, int]]:

@@ -1,20 +1,25 @@
-"""Hook implementations of the vdi format: thin delegations to the modules that do the work."""
+"""Hook implementations of the vdi format: thin delegations to the modules that do the work.
+
+The host calls these hooks for ``vdi`` only, so they take no format guard. The modules that
+open, create and check images are imported on first use: a process that merely lists formats or
+probes a file does not pay for them.
+"""
 
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from blockfmt.driver import CheckResult, CreateOption, FormatDriver, FormatSpec, RepairMode
+from blockfmt.driver import CheckResult, CreateOption, FormatSpec, RepairMode
 from blockfmt.errors import InvalidOptionError
 from blockfmt.fileio import ImageFile
 from blockfmt.markers import hookimpl
 
-from .check import check_image
 from .constants import FORMAT_NAME, HEADER_STRUCT_SIZE, SECTOR_SIZE, VDI_SIGNATURE
-from .create import write_new_image
-from .image import VdiDriver
 from .structs import PreHeader, round_up
+
+if TYPE_CHECKING:
+    from .image import VdiDriver
 
 VDI_SPEC = FormatSpec(
     FORMAT_NAME,
@@ -45,20 +50,18 @@ def blockfmt_probe(head: bytes) -> tuple[str, int] | None:
 
 
 @hookimpl
-def blockfmt_open(format: str, file: ImageFile, read_only: bool, options: dict[str, Any]) -> VdiDriver | None:
-    if format != FORMAT_NAME:
-        return None
+def blockfmt_open(file: ImageFile, read_only: bool, options: dict[str, Any]) -> VdiDriver:
+    from .image import VdiDriver
+
     if options:
         raise InvalidOptionError(f"Invalid parameter '{next(iter(options))}'")
     return VdiDriver(file, read_only=read_only)
 
 
 @hookimpl
-def blockfmt_create(
-    format: str, file: ImageFile, size: int, options: dict[str, Any], exact: bool
-) -> bool | None:
-    if format != FORMAT_NAME:
-        return None
+def blockfmt_create(file: ImageFile, size: int, options: dict[str, Any], exact: bool) -> bool:
+    from .create import write_new_image
+
     if not exact:  # qemu-img rounds the size up to whole sectors (vdi_co_create_opts); QMP does not
         size = round_up(size, SECTOR_SIZE)
     write_new_image(file, size, static=bool(options.get("static")))
@@ -66,7 +69,7 @@ def blockfmt_create(
 
 
 @hookimpl
-def blockfmt_check(format: str, driver: FormatDriver, repair: RepairMode) -> CheckResult | None:
-    if format != FORMAT_NAME or not isinstance(driver, VdiDriver):
-        return None
+def blockfmt_check(driver: VdiDriver, repair: RepairMode) -> CheckResult:
+    from .check import check_image
+
     return check_image(driver, repair)

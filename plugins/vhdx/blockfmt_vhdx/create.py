@@ -13,7 +13,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from blockfmt.driver import CreateOption
 from blockfmt.errors import InvalidOptionError
 from blockfmt.fileio import ImageFile
 
@@ -45,7 +44,7 @@ from .headers import write_headers
 from .metadata import DiskParameters, build_metadata
 from .structs import FileIdentifier, Header, RegionTable, RegionTableEntry
 
-__all__ = ["CREATE_OPTIONS", "Layout", "plan_layout", "write_new_image"]
+__all__ = ["Layout", "plan_layout", "write_new_image"]
 
 #: the size unit qemu-img rounds the virtual size up to (BDRV_SECTOR_SIZE)
 _QEMU_SECTOR = 512
@@ -55,47 +54,6 @@ _CREATOR = "blockfmt"
 #: auto block size, as QEMU picks it: (disk size above, block size)
 _AUTO_BLOCK_SIZES = ((32 * TiB, 64 * MiB), (100 * GiB, 32 * MiB), (1 * GiB, 16 * MiB))
 _AUTO_BLOCK_SIZE_SMALL = 8 * MiB
-
-CREATE_OPTIONS = (
-    CreateOption("size", "size", "Virtual disk size; max of 64TB."),
-    CreateOption("log_size", "size", "Log size; min 1MB.", DEFAULT_LOG_SIZE, "log-size"),
-    CreateOption(
-        "block_size",
-        "size",
-        "Block Size; min 1MB, max 256MB. 0 means auto-calculate based on image size.",
-        0,
-        "block-size",
-    ),
-    CreateOption(
-        "subformat",
-        "string",
-        "VHDX format type, can be either 'dynamic' or 'fixed'. Default is 'dynamic'.",
-        None,
-        "subformat",
-    ),
-    CreateOption(
-        "block_state_zero",
-        "bool",
-        "Force use of payload blocks of type 'ZERO'. Non-standard, but default.  Do not set to 'off' when "
-        "using 'qemu-img convert' with subformat=dynamic.",
-        None,
-        "block-state-zero",
-    ),
-    CreateOption(
-        "logical_sector_size",
-        "number",
-        "Logical sector size in bytes, 512 or 4096 (blockfmt extension; QEMU opens only 512).",
-        None,
-        "logical-sector-size",
-    ),
-    CreateOption(
-        "physical_sector_size",
-        "number",
-        "Physical sector size in bytes, 512 or 4096 (blockfmt extension).",
-        None,
-        "physical-sector-size",
-    ),
-)
 
 
 def _round_up(value: int, unit: int) -> int:

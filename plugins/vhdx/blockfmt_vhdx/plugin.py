@@ -1,17 +1,23 @@
-"""Hook implementations of the ``vhdx`` format: thin delegations to the modules of this package."""
+"""Hook implementations of the ``vhdx`` format: thin delegations to the modules of this package.
+
+The host calls these hooks for ``vhdx`` only, so they take no format guard. The modules that
+open, create and check images are imported on first use: a process that merely lists formats or
+probes a file does not pay for them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from blockfmt.driver import CheckResult, FormatDriver, FormatSpec, RepairMode
+from blockfmt.driver import CheckResult, FormatSpec, RepairMode
 from blockfmt.fileio import ImageFile
 from blockfmt.markers import hookimpl
 
-from .check import check_image
 from .constants import FILE_SIGNATURE
-from .create import CREATE_OPTIONS, plan_layout, round_like_qemu_img, write_new_image
-from .image import VhdxDriver
+from .options import CREATE_OPTIONS
+
+if TYPE_CHECKING:
+    from .image import VhdxDriver
 
 FORMAT_NAME = "vhdx"
 VHDX_SPEC = FormatSpec(FORMAT_NAME, "Microsoft Hyper-V virtual hard disk v2 (VHDX)", CREATE_OPTIONS)
@@ -31,20 +37,16 @@ def blockfmt_probe(head: bytes) -> tuple[str, int] | None:
 
 
 @hookimpl
-def blockfmt_open(
-    format: str, file: ImageFile, read_only: bool, options: dict[str, Any]
-) -> VhdxDriver | None:
-    if format != FORMAT_NAME:
-        return None
+def blockfmt_open(file: ImageFile, read_only: bool, options: dict[str, Any]) -> VhdxDriver:
+    from .image import VhdxDriver
+
     return VhdxDriver(file, read_only=read_only, options=options)
 
 
 @hookimpl
-def blockfmt_create(
-    format: str, file: ImageFile, size: int, options: dict[str, Any], exact: bool
-) -> bool | None:
-    if format != FORMAT_NAME:
-        return None
+def blockfmt_create(file: ImageFile, size: int, options: dict[str, Any], exact: bool) -> bool:
+    from .create import plan_layout, round_like_qemu_img, write_new_image
+
     if not exact:
         size, options = round_like_qemu_img(size, options)
     write_new_image(file, plan_layout(size, options))
@@ -52,7 +54,7 @@ def blockfmt_create(
 
 
 @hookimpl
-def blockfmt_check(format: str, driver: FormatDriver, repair: RepairMode) -> CheckResult | None:
-    if format != FORMAT_NAME or not isinstance(driver, VhdxDriver):
-        return None
+def blockfmt_check(driver: VhdxDriver, repair: RepairMode) -> CheckResult:
+    from .check import check_image
+
     return check_image(driver, repair)
