@@ -24,6 +24,7 @@ from ..options import coerce_create_options, parse_option_list
 from . import render
 from .args import INT64_MAX, NumberError, cvtnum, gnu_getopt
 from .opening import open_from_cli
+from .plugins import cli_host, list_plugins
 from .report import (
     EXIT_CHECK_CORRUPTIONS,
     EXIT_CHECK_LEAKS,
@@ -465,10 +466,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG, host: Host | No
         name, rest = args[0], args[1:]
         if name in ("-h", "--help"):
             return _help(rep)
+        if name == "--list-plugins":  # blockfmt's own: which format plugins loaded, and which did not
+            return list_plugins(rep, host or default_host())
         command = COMMANDS.get(name)
         if command is None:
             raise UsageError(f"Command not found: {name}")
-        return command(rest, rep, host or default_host())
+        return command(rest, rep, host or cli_host(rep))
     except _Reported as err:
         rep.exception(err, err.context)
         return err.code

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from ..errors import BlockFormatError, BlockIOError, InvalidOptionError, ReadOnlyError
-from ..host import Host, default_host
+from ..host import Host
 from ..image import Image
 from . import render
 from .args import NumberError, cvtnum, glibc_getopt_message, parse_pattern
 from .opening import open_from_cli
+from .plugins import cli_host
 from .report import EXIT_FAILURE, EXIT_OK, Reporter, run_console
 
 __all__ = ["main", "run"]
@@ -481,7 +482,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG, host: Host | No
         rep.error(glibc_getopt_message(err))
         rep.out(USAGE.format(prog=prog))
         return EXIT_FAILURE
-    session = Session(rep, host or default_host())
+    session = Session(rep, host or cli_host(rep))
     commands: list[str] = []
     settings = OpenSettings()
     for opt, value in opts:
