@@ -118,18 +118,19 @@ def open_node(host: Host, node: Node, *, read_only: bool, force_share: bool, sna
         read_only = inner.read_only
     try:
         format = node.driver or host.probe(file.pread(min(PROBE_SIZE, file.size()), 0), file.name)
+        hooks = host.hooks(format)
         if isinstance(file, OsImageFile) and not isinstance(file, SnapshotFile) and child.locking:
-            data_only = host.spec(format).data_only
+            data_only = hooks.spec.data_only
             file.lock(open_lock_request(data_only=data_only, read_only=read_only, force_share=force_share))
         elif force_share and not read_only:
             open_lock_request(data_only=False, read_only=read_only, force_share=force_share)  # its refusal
         if node.options:
             file = _window(file, check_format_options(format, node.options))
-        driver = host.open_driver(format, file, read_only, {})
+        driver = hooks.open(file, read_only, {})
     except BaseException:
         file.close()
         raise
-    return Image(host, format, file, driver, read_only=read_only)
+    return Image(hooks, format, file, driver, read_only=read_only)
 
 
 def _window(file: ImageFile, options: Mapping[str, int]) -> ImageFile:
