@@ -120,9 +120,13 @@ def _qemu_suite(suite_dir: Path, formats: Sequence[str], args) -> int:
     status = 0
     for imgfmt in formats:
         tests = args.tests or default_tests(imgfmt)
-        qemu, blockfmt, scratch = run_both(
-            suite_dir, imgfmt, tests, keep=args.keep, jobs=args.jobs, progress=_progress
-        )
+        try:
+            qemu, blockfmt, scratch = run_both(
+                suite_dir, imgfmt, tests, keep=args.keep, jobs=args.jobs, progress=_progress
+            )
+        except FileNotFoundError as err:
+            print(f"python -m iotests: error: {err}", file=sys.stderr)
+            return 2
         for who, run in (("qemu", qemu), ("blockfmt", blockfmt)):
             if not run.outcomes and not run.skipped:
                 print(f"{imgfmt} {who}: ./check judged no test (exit {run.returncode}); its output ends:")

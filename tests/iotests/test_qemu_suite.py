@@ -134,6 +134,12 @@ def test_exit_status_is_1_when_blockfmt_fails_what_qemu_passes(
     assert ("blockfmt fails where QEMU passes: 001" in out) == (exit_status == 1)
 
 
+def test_a_folder_that_is_not_the_suite_is_a_one_line_error(capsys, tmp_path):
+    assert cli.main(["--qemu-suite", str(tmp_path), "-f", "vhdx"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"python -m iotests: error: {tmp_path} has no ./check: not a qemu-iotests directory\n"
+
+
 def test_qemu_suite_needs_a_format(capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["--qemu-suite", "/nonexistent"])
