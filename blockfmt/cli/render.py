@@ -26,6 +26,7 @@ __all__ = [
     "check_human",
     "check_json",
     "check_repaired",
+    "cvtstr",
     "dump_buffer",
     "formatting_line",
     "info_human",
@@ -323,7 +324,7 @@ def progress(percent: float) -> str:
 # -------------------------------------------------------------------------
 
 
-def _cvtstr(value: float) -> str:
+def cvtstr(value: float) -> str:
     """qemu-io's ``cvtstr``: three decimals and a binary unit; ``.000`` is dropped."""
     for suffix, unit in _IO_UNITS:
         if value >= unit:
@@ -353,7 +354,7 @@ def io_report(op: str, offset: int, count: int, total: int, ops: int, elapsed_ns
     op_rate = ops / seconds if seconds else math.inf
     return (
         f"{op} {total}/{count} bytes at offset {offset}\n"
-        f"{_cvtstr(total)}, {ops} ops; {_timestr(seconds)} ({_cvtstr(rate)}/sec and {op_rate:.4f} ops/sec)\n"
+        f"{cvtstr(total)}, {ops} ops; {_timestr(seconds)} ({cvtstr(rate)}/sec and {op_rate:.4f} ops/sec)\n"
     )
 
 

@@ -1,0 +1,428 @@
+"""qemu-io's I/O commands: ``read``, ``readv``, ``write``, ``writev``, their ``aio_`` twins,
+``aio_flush``, ``discard`` and ``flush``.
+
+Asynchronous requests run to completion before the command returns: qemu-io's order of
+completions depends on its thread pool, and the iotests only use aio commands whose output does
+not depend on it (one request, or requests whose offsets they filter).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+
+from ...errors import (
+    BlockFormatError,
+    BlockIOError,
+    ReadOnlyError,
+    UnsupportedFeatureError,
+    UnsupportedOperationError,
+)
+from .. import render
+from .session import (
+    REQUEST_MAX_BYTES,
+    CommandFailed,
+    CommandInfo,
+    Session,
+    number,
+    parse_options,
+    pattern_byte,
+    timed,
+)
+
+__all__ = ["COMMANDS"]
+
+#: qemu-io fills write buffers with this byte unless ``-P`` says otherwise
+DEFAULT_WRITE_PATTERN = 0xCD
+SECTOR = 512
+NANOSECONDS = 1_000_000_000
+
+
+def errno_of(err: BlockFormatError) -> int:
+    """The errno QEMU's block layer would return for *err* (qemu-io prints only its strerror)."""
+    if isinstance(err, ReadOnlyError):
+        return errno.EPERM
+    if isinstance(err, UnsupportedOperationError | UnsupportedFeatureError):
+        return errno.ENOTSUP
+    if isinstance(err, BlockIOError) and err.errno:
+        return err.errno
+    return errno.EIO
+
+
+def failed(session: Session, what: str, code: int) -> CommandFailed:
+    """Print ``<what> failed: <strerror>`` and return the exception that ends the command."""
+    session.rep.out(f"{what} failed: {os.strerror(code)}\n")
+    return CommandFailed()
+
+
+def run_request(session: Session, what: str, request: Callable[[], object]) -> int:
+    """Run one request; an error fails the command with qemu-io's text. Returns nanoseconds taken."""
+    try:
+        return timed(request)
+    except BlockFormatError as err:
+        raise failed(session, what, errno_of(err)) from err
+
+
+def machine_report(total: int, ops: int, elapsed_ns: int) -> str:
+    """``-C``: ``bytes,ops,H:MM:SS.ss,bytes/sec,ops/sec``."""
+    seconds = elapsed_ns / NANOSECONDS
+    whole = int(seconds)
+    clock = f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60 + seconds - whole:05.2f}"
+    rate, op_rate = (total / seconds, ops / seconds) if seconds else (float("inf"), float("inf"))
+    return f"{total},{ops},{clock},{rate:.3f},{op_rate:.3f}\n"
+
+
+def report(session: Session, opts: dict[str, str], op: str, offset: int, total: int, elapsed_ns: int) -> None:
+    """The result lines of an I/O command, unless ``-q``; ``-C`` makes them machine-readable."""
+    if "-q" in opts:
+        return
+    if "-C" in opts:
+        session.rep.out(machine_report(total, 1, elapsed_ns))
+    else:
+        session.rep.out(render.io_report(op, offset, total, total, 1, elapsed_ns))
+
+
+def offset_and_length(
+    session: Session, offset_text: str, length_text: str, limit_text: str = ""
+) -> tuple[int, int]:
+    offset = number(session, offset_text)
+    length = number(session, length_text)
+    if length > REQUEST_MAX_BYTES:
+        session.rep.out(f"length cannot exceed {REQUEST_MAX_BYTES}{limit_text}, given {length_text}\n")
+        raise CommandFailed
+    return offset, length
+
+
+def vector_lengths(session: Session, texts: list[str]) -> list[int]:
+    """The ``len [len..]`` of the vectored commands (qemu-io's ``create_iovec``)."""
+    lengths = []
+    for text in texts:
+        length = number(session, text)
+        if length > REQUEST_MAX_BYTES:
+            session.rep.out(f"Argument '{text}' exceeds maximum size {REQUEST_MAX_BYTES}\n")
+            raise CommandFailed
+        lengths.append(length)
+    return lengths
+
+
+def verify(session: Session, buf: bytes | bytearray, pattern: int, offset: int) -> bool:
+    """``-P``: every byte of *buf* must be *pattern*; prints qemu-io's complaint when not."""
+    if buf.count(pattern) == len(buf):
+        return True
+    session.rep.out(f"Pattern verification failed at offset {offset}, {len(buf)} bytes\n")
+    return False
+
+
+def after_write(session: Session) -> None:
+    """Writethrough caches (``-t writethrough``/``directsync``) flush every write."""
+    if session.settings.writethrough:
+        session.current.flush()
+
+
+# -------------------------------------------------------------------------
+# reads
+# -------------------------------------------------------------------------
+
+
+def read_f(session: Session, argv: list[str]) -> None:
+    """``read [-abCqv] [-P pattern [-s off] [-l len]] off len``; a mismatch fails the command."""
+    opts, operands = parse_options(session, READ, argv, "bCl:pP:qs:v")  # -a is listed, not taken
+    pattern_count = number(session, opts["-l"]) if "-l" in opts else None
+    pattern_offset = number(session, opts["-s"]) if "-s" in opts else 0
+    pattern = pattern_byte(session, opts["-P"]) if "-P" in opts else None
+    if len(operands) != 2:
+        session.rep.out(READ.usage())
+        raise CommandFailed
+    offset, count = offset_and_length(session, *operands)
+    if pattern is None and ("-l" in opts or "-s" in opts):
+        session.rep.out(READ.usage())
+        raise CommandFailed
+    if pattern_count is None:
+        pattern_count = count - pattern_offset
+    if pattern_count < 0 or pattern_count + pattern_offset > count:
+        session.rep.out("pattern verification range exceeds end of read data\n")
+        raise CommandFailed
+    if "-b" in opts:
+        raise failed(session, "read", errno.ENOTSUP)  # no format here has a VM state area
+    buf = bytearray(count)
+    image = session.current
+    elapsed = run_request(session, "read", lambda: image.readinto_at(offset, buf))
+    ok = pattern is None or verify(
+        session, buf[pattern_offset : pattern_offset + pattern_count], pattern, offset + pattern_offset
+    )
+    if "-q" not in opts and "-v" in opts:
+        session.rep.out(render.dump_buffer(bytes(buf), offset))
+    report(session, opts, "read", offset, count, elapsed)
+    if not ok:
+        raise CommandFailed
+
+
+def readv_f(session: Session, argv: list[str]) -> None:
+    """``readv [-Cqv] [-P pattern] off len [len..]``: one read into several buffers."""
+    opts, operands = parse_options(session, READV, argv, "CP:qv")
+    pattern = pattern_byte(session, opts["-P"]) if "-P" in opts else None
+    if len(operands) < 2:
+        session.rep.out(READV.usage())
+        raise CommandFailed
+    offset = number(session, operands[0])
+    count = sum(vector_lengths(session, operands[1:]))
+    buf = bytearray(count)
+    image = session.current
+    elapsed = run_request(session, "readv", lambda: image.readinto_at(offset, buf))
+    ok = pattern is None or verify(session, buf, pattern, offset)
+    if "-q" not in opts and "-v" in opts:
+        session.rep.out(render.dump_buffer(bytes(buf), offset))
+    report(session, opts, "read", offset, count, elapsed)
+    if not ok:
+        raise CommandFailed
+
+
+def aio_read_f(session: Session, argv: list[str]) -> None:
+    """``aio_read [-Ciqv] [-P pattern] off len [len..]``: succeeds once submitted, whatever happens."""
+    opts, operands = parse_options(session, AIO_READ, argv, "CP:iqv")
+    pattern = pattern_byte(session, opts["-P"]) if "-P" in opts else None
+    if "-i" in opts:
+        session.rep.err("injecting invalid read request\n")
+        return
+    if len(operands) < 2:
+        session.rep.out(AIO_READ.usage())
+        raise CommandFailed
+    offset = number(session, operands[0])
+    count = sum(vector_lengths(session, operands[1:]))
+    buf = bytearray(count)
+    image = session.current
+    try:
+        elapsed = run_request(session, "readv", lambda: image.readinto_at(offset, buf))
+    except CommandFailed:
+        return
+    if pattern is not None:
+        verify(session, buf, pattern, offset)
+    if "-q" not in opts and "-v" in opts:
+        session.rep.out(render.dump_buffer(bytes(buf), offset))
+    report(session, opts, "read", offset, count, elapsed)
+
+
+# -------------------------------------------------------------------------
+# writes
+# -------------------------------------------------------------------------
+
+
+def write_f(session: Session, argv: list[str]) -> None:
+    """``write [-bcCfnquz] [-P pattern | -s source_file] off len``."""
+    opts, operands = parse_options(session, WRITE, argv, "bcCfnpP:qs:uz")
+    if sum(flag in opts for flag in ("-z", "-P", "-s")) > 1:
+        session.rep.out("Only one of -z, -P, and -s can be specified at the same time\n")
+        raise CommandFailed
+    if "-f" in opts and ("-b" in opts or "-c" in opts):
+        session.rep.out("-f and -b or -c cannot be specified at the same time\n")
+        raise CommandFailed
+    if "-u" in opts and "-z" not in opts:
+        session.rep.out("-u requires -z to be specified\n")
+        raise CommandFailed
+    if "-n" in opts and "-z" not in opts:
+        session.rep.out("-n requires -z to be specified\n")
+        raise CommandFailed
+    pattern = pattern_byte(session, opts["-P"]) if "-P" in opts else DEFAULT_WRITE_PATTERN
+    if len(operands) != 2:
+        session.rep.out(WRITE.usage())
+        raise CommandFailed
+    offset = number(session, operands[0])
+    count = number(session, operands[1])
+    if count > REQUEST_MAX_BYTES and "-n" not in opts:
+        session.rep.out(f"length cannot exceed {REQUEST_MAX_BYTES} without -n, given {operands[1]}\n")
+        raise CommandFailed
+    if "-c" in opts or "-b" in opts:
+        for value, name in ((offset, "offset"), (count, "count")):
+            if value % SECTOR:
+                session.rep.out(f"{value} is not a sector-aligned value for '{name}'\n")
+                raise CommandFailed
+        # no format here compresses or has a VM state area
+        raise failed(session, "write", errno.ENOTSUP)
+    if "-z" in opts and "-n" in opts:
+        raise failed(session, "write", errno.ENOTSUP)  # zero writes here may fall back to writing data
+    data = source_file(session, opts["-s"], count) if "-s" in opts else None
+    image = session.current
+
+    def request() -> None:
+        if "-z" in opts:
+            image.write_zeroes(offset, count, unmap="-u" in opts and session.settings.discard)
+        else:
+            image.write_at(offset, data if data is not None else bytes([pattern]) * count)
+        if "-f" in opts:
+            image.flush()
+        after_write(session)
+
+    elapsed = run_request(session, "write", request)
+    report(session, opts, "wrote", offset, count, elapsed)
+
+
+def source_file(session: Session, path: str, count: int) -> bytes:
+    """``write -s``: the file's bytes, repeated to fill *count* bytes."""
+    try:
+        with open(path, "rb") as source:
+            content = source.read(count)
+    except OSError as err:
+        session.rep.err(f"{path}: {os.strerror(err.errno or errno.EIO)}\n")
+        raise CommandFailed from err
+    if not content:
+        session.rep.err(f"{path}: file is empty\n")
+        raise CommandFailed
+    return (content * (count // len(content) + 1))[:count]
+
+
+def writev_f(session: Session, argv: list[str]) -> None:
+    """``writev [-Cfq] [-P pattern] off len [len..]``: one write from several buffers."""
+    opts, operands = parse_options(session, WRITEV, argv, "CfqP:")
+    pattern = pattern_byte(session, opts["-P"]) if "-P" in opts else DEFAULT_WRITE_PATTERN
+    if len(operands) < 2:
+        session.rep.out(WRITEV.usage())
+        raise CommandFailed
+    offset = number(session, operands[0])
+    count = sum(vector_lengths(session, operands[1:]))
+    image = session.current
+
+    def request() -> None:
+        image.write_at(offset, bytes([pattern]) * count)
+        if "-f" in opts:
+            image.flush()
+        after_write(session)
+
+    elapsed = run_request(session, "writev", request)
+    report(session, opts, "wrote", offset, count, elapsed)
+
+
+def aio_write_f(session: Session, argv: list[str]) -> None:
+    """``aio_write [-Cfiquz] [-P pattern] off len [len..]``: succeeds once submitted."""
+    opts, operands = parse_options(session, AIO_WRITE, argv, "CfiqP:uz")
+    if "-i" in opts:
+        session.rep.err("injecting invalid write request\n")
+        return
+    if "-u" in opts and "-z" not in opts:
+        session.rep.out("-u requires -z to be specified\n")
+        raise CommandFailed
+    pattern = pattern_byte(session, opts["-P"]) if "-P" in opts else DEFAULT_WRITE_PATTERN  # -z wins
+    if len(operands) < 2:
+        session.rep.out(AIO_WRITE.usage())
+        raise CommandFailed
+    offset = number(session, operands[0])
+    if "-z" in opts:
+        count = number(session, operands[1])
+    else:
+        count = sum(vector_lengths(session, operands[1:]))
+    image = session.current
+
+    def request() -> None:
+        if "-z" in opts:
+            image.write_zeroes(offset, count, unmap="-u" in opts and session.settings.discard)
+        else:
+            image.write_at(offset, bytes([pattern]) * count)
+        if "-f" in opts:
+            image.flush()
+        after_write(session)
+
+    try:
+        elapsed = run_request(session, "aio_write", request)
+    except CommandFailed:
+        return
+    report(session, opts, "wrote", offset, count, elapsed)
+
+
+def aio_flush_f(session: Session, argv: list[str]) -> None:
+    """``aio_flush``: every request has completed already (see the module docstring)."""
+
+
+def discard_f(session: Session, argv: list[str]) -> None:
+    """``discard [-Cq] off len``; with ``-d ignore`` the request succeeds and changes nothing."""
+    opts, operands = parse_options(session, DISCARD, argv, "Cq")
+    if len(operands) != 2:
+        session.rep.out(DISCARD.usage())
+        raise CommandFailed
+    offset, count = offset_and_length(session, *operands)
+    image = session.current
+
+    def request() -> None:
+        if session.settings.discard:
+            image.discard(offset, count)
+        else:
+            image.map(offset, count)  # still a range check, as the block layer does
+
+    elapsed = run_request(session, "discard", request)
+    report(session, opts, "discard", offset, count, elapsed)
+
+
+def flush_f(session: Session, argv: list[str]) -> None:
+    """``flush``: make completed writes durable; qemu-io prints nothing, even on failure."""
+    try:
+        session.current.flush()
+    except BlockFormatError as err:
+        raise CommandFailed from err
+
+
+READ = CommandInfo(
+    "read",
+    read_f,
+    2,
+    -1,
+    "[-abCqv] [-P pattern [-s off] [-l len]] off len",
+    "reads a number of bytes at a specified offset",
+    alias="r",
+)
+READV = CommandInfo(
+    "readv",
+    readv_f,
+    2,
+    -1,
+    "[-Cqv] [-P pattern] off len [len..]",
+    "reads a number of bytes at a specified offset",
+)
+AIO_READ = CommandInfo(
+    "aio_read",
+    aio_read_f,
+    1,
+    -1,
+    "[-Ciqv] [-P pattern] off len [len..]",
+    "asynchronously reads a number of bytes",
+)
+WRITE = CommandInfo(
+    "write",
+    write_f,
+    2,
+    -1,
+    "[-bcCfnquz] [-P pattern | -s source_file] off len",
+    "writes a number of bytes at a specified offset",
+    writes=True,
+    alias="w",
+)
+WRITEV = CommandInfo(
+    "writev",
+    writev_f,
+    2,
+    -1,
+    "[-Cfq] [-P pattern] off len [len..]",
+    "writes a number of bytes at a specified offset",
+    writes=True,
+)
+AIO_WRITE = CommandInfo(
+    "aio_write",
+    aio_write_f,
+    1,
+    -1,
+    "[-Cfiquz] [-P pattern] off len [len..]",
+    "asynchronously writes a number of bytes",
+    writes=True,
+)
+AIO_FLUSH = CommandInfo("aio_flush", aio_flush_f, 0, 0, None, "completes all outstanding aio requests")
+DISCARD = CommandInfo(
+    "discard",
+    discard_f,
+    2,
+    -1,
+    "[-Cq] off len",
+    "discards a number of bytes at a specified offset",
+    writes=True,
+    alias="d",
+)
+FLUSH = CommandInfo("flush", flush_f, 0, 0, None, "flush all in-core file state to disk", alias="f")
+
+COMMANDS = (READ, READV, AIO_READ, WRITE, WRITEV, AIO_WRITE, AIO_FLUSH, DISCARD, FLUSH)
