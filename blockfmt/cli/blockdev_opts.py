@@ -13,6 +13,7 @@ Supported drivers: the ``file`` protocol and every format the host knows (raw's 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ __all__ = [
 
 JSON_PREFIX = "json:"
 PROTOCOL_FILE = "file"
+#: file-posix's drivers: ``file`` for regular files, the others for devices
+HOST_PROTOCOLS = (PROTOCOL_FILE, "host_device", "host_cdrom")
+BLKDEBUG = "blkdebug"
 #: options every block node takes (``BlockdevOptionsBase`` / bdrv_runtime_opts); dotted = nested
 COMMON_OPTIONS = frozenset(
     {
@@ -52,6 +56,25 @@ COMMON_OPTIONS = frozenset(
 FILE_OPTIONS = frozenset(
     {"filename", "locking", "aio", "aio-max-batch", "pr-manager", "x-check-cache-dropped", "drop-cache"}
 )
+#: blkdebug's options that only shape requests (alignment, limits, permissions): no effect here
+BLKDEBUG_OPTIONS = frozenset(
+    {
+        "align",
+        "max-transfer",
+        "opt-write-zero",
+        "max-write-zero",
+        "opt-discard",
+        "max-discard",
+        "take-child-perms",
+        "unshare-child-perms",
+        "config",
+        "x-image",
+    }
+)
+#: blkdebug's rules, which inject errors or suspend requests: blockfmt has no hooks for them
+BLKDEBUG_RULES = ("inject-error", "set-state")
+BLKDEBUG_PREFIX = "blkdebug:"
+_NO_INJECTION = "blockfmt cannot inject errors"
 #: format-specific runtime options QEMU 7.2 has for the formats blockfmt opens
 FORMAT_OPTIONS: Mapping[str, frozenset[str]] = {"raw": frozenset({"offset", "size"})}
 _BOOL_WORDS = {"on": True, "yes": True, "true": True, "off": False, "no": False, "false": False}
@@ -63,12 +86,15 @@ _SIZE_HELP = (
 
 @dataclass
 class FileNode:
-    """The ``file`` protocol: a host file, locked unless ``locking=off``."""
+    """The ``file`` protocol (or ``host_device``, ``host_cdrom``): a host file, locked unless
+    ``locking=off``."""
 
     filename: str
     locking: bool = True
     read_only: bool = False
     force_share: bool = False
+    #: the driver named in the options; None when QEMU would probe it (any file type is fine)
+    driver: str | None = None
 
 
 @dataclass
@@ -343,10 +369,12 @@ def build_node(
     driver = options.pop("driver", None) or format
     if driver is not None and not isinstance(driver, str):
         raise InvalidOptionError("Invalid parameter type for 'driver', expected: string")
-    if driver is not None and driver != PROTOCOL_FILE and driver not in known_formats:
+    if driver is not None and driver not in (*HOST_PROTOCOLS, BLKDEBUG) and driver not in known_formats:
         raise UnsupportedFormatError(f"Unknown driver '{driver}'")
-    if driver == PROTOCOL_FILE or (driver is None and child):
-        return _file_node(options, filename)
+    if driver == BLKDEBUG or (driver is None and child and _blkdebug_name(options, filename)):
+        return _blkdebug_node(options, filename, known_formats)
+    if driver in HOST_PROTOCOLS or (driver is None and child):
+        return _file_node(options, filename, driver)
     if "filename" in options and driver is not None:
         raise InvalidOptionError('A block device must be specified for "file"')
     own_name = options.pop("filename", None)
@@ -359,7 +387,7 @@ def build_node(
             if driver is None:
                 raise InvalidOptionError("Must specify either driver or file")
             raise InvalidOptionError('A block device must be specified for "file"')
-        file: Node = FileNode(name)
+        file = build_node({}, filename=name, format=None, known_formats=known_formats, child=True)
     else:
         file = build_node(child_tree, filename=filename, format=None, known_formats=known_formats, child=True)
     read_only, force_share = _common_flags(options)
@@ -381,19 +409,76 @@ def check_format_options(driver: str, options: Mapping[str, Any]) -> dict[str, A
     return {key: _size(key, value) for key, value in options.items()}
 
 
-def _file_node(options: dict[str, Any], filename: str | None) -> FileNode:
+def _blkdebug_name(options: Mapping[str, Any], filename: str | None) -> bool:
+    name = options.get("filename", filename)
+    return isinstance(name, str) and name.startswith(BLKDEBUG_PREFIX)
+
+
+def _blkdebug_node(options: dict[str, Any], filename: str | None, known_formats: Mapping[str, Any]) -> Node:
+    """blkdebug (``blkdebug:[config]:image`` or ``driver=blkdebug``) without rules passes every
+    request through unchanged, so it opens as the node it wraps."""
+    name = options.pop("filename", filename)
+    image = options.pop("image", None)
+    if isinstance(name, str) and name.startswith(BLKDEBUG_PREFIX):
+        config, _, name = name[len(BLKDEBUG_PREFIX) :].partition(":")
+        options.setdefault("config", config)
+    _common_flags(options)
+    for key in _flat_keys(options):
+        if key.split(".")[0] in BLKDEBUG_RULES:
+            raise InvalidOptionError(
+                f"blkdebug option '{key}' is not supported: blockfmt cannot inject errors"
+            )
+        if key not in BLKDEBUG_OPTIONS:
+            raise InvalidOptionError(f"Block protocol 'blkdebug' doesn't support the option '{key}'")
+    align = options.get("align")
+    if align is not None:
+        value = _size("align", align)
+        if value & (value - 1):
+            raise InvalidOptionError(f"Cannot meet constraints with align {value}")
+    _check_blkdebug_config(options.get("config") or "")
+    if isinstance(image, str):
+        raise InvalidOptionError(f"Cannot find device='{image}' nor node-name='{image}'")
+    if image is None:
+        if not name:
+            raise InvalidOptionError('A block device must be specified for "image"')
+        image = {}
+    return build_node(image, filename=name or None, format=None, known_formats=known_formats, child=True)
+
+
+def _check_blkdebug_config(path: str) -> None:
+    """A blkdebug config file holds rules; an empty one (or none) is the only kind that works here."""
+    if not path:
+        return
+    try:
+        with open(path, encoding="utf-8", errors="replace") as config:
+            text = config.read()
+    except OSError as err:
+        raise InvalidOptionError(
+            f"Could not read blkdebug config file: {os.strerror(err.errno or 0)}"
+        ) from err
+    if any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines()):
+        raise InvalidOptionError(
+            "blkdebug config files with rules are not supported: blockfmt cannot inject errors"
+        )
+
+
+def _file_node(options: dict[str, Any], filename: str | None, driver: str | None) -> FileNode:
+    """A host file node; *driver* None means QEMU's protocol probing, which picks ``file`` for
+    regular files and ``host_device`` for devices."""
     name = options.pop("filename", None)
     name = name if name is not None else filename
     read_only, force_share = _common_flags(options)
     locking = options.pop("locking", "auto")
     for key in _flat_keys(options):
         if key not in FILE_OPTIONS and key not in COMMON_OPTIONS:
-            raise InvalidOptionError(f"Block protocol 'file' doesn't support the option '{key}'")
+            raise InvalidOptionError(
+                f"Block protocol '{driver or PROTOCOL_FILE}' doesn't support the option '{key}'"
+            )
     if locking not in ("on", "off", "auto", True, False):
         raise InvalidOptionError(f"invalid parameter value: {locking}")
     if name is None:
-        raise InvalidOptionError("The 'file' block driver requires a file name")
-    return FileNode(str(name), locking not in ("off", False), read_only, force_share)
+        raise InvalidOptionError(f"The '{driver or PROTOCOL_FILE}' block driver requires a file name")
+    return FileNode(str(name), locking not in ("off", False), read_only, force_share, driver)
 
 
 def _is_common(key: str, value: Any) -> bool:

@@ -9,6 +9,7 @@ spaces without quoting, like qemu-io's ``breakline``; they live in :mod:`blockfm
 from __future__ import annotations
 
 import getopt
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
@@ -205,5 +206,10 @@ def _stdin_lines(rep: BufferedReporter) -> Iterator[str]:
 
 
 def run() -> NoReturn:
-    """Console entry point: exit with :func:`main`'s code."""
+    """Console entry point: exit with :func:`main`'s code.
+
+    SIGINT keeps its default action, as in qemu-io (which installs no handler): Ctrl-C ends the
+    process at once with the signal's status, not with a Python traceback.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     run_console(main)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ from ..locking import open_lock_request
 from ..raw import FORMAT_NAME as RAW_FORMAT
 from .blockdev_opts import (
     JSON_PREFIX,
+    PROTOCOL_FILE,
     FileNode,
     FormatNode,
     Node,
@@ -110,8 +112,11 @@ def open_node(host: Host, node: Node, *, read_only: bool, force_share: bool, sna
         if snapshot:
             file = SnapshotFile(child.filename, locking=child.locking)
             read_only = force_share = False
-        else:
+        elif child.driver in (None, PROTOCOL_FILE):
             file = OsImageFile(child.filename, read_only=read_only, force_share=force_share)
+        else:
+            file = DeviceFile(child.filename, read_only=read_only, force_share=force_share)
+        _check_file_type(child, file.base if isinstance(file, SnapshotFile) else file)
     else:
         inner = open_node(host, child, read_only=read_only, force_share=force_share, snapshot=snapshot)
         file = ImageAsFile(inner)
@@ -133,6 +138,23 @@ def open_node(host: Host, node: Node, *, read_only: bool, force_share: bool, sna
     return Image(hooks, format, file, driver, read_only=read_only)
 
 
+def _check_file_type(node: FileNode, file: OsImageFile) -> None:
+    """file-posix's rule: ``file`` opens regular files only, the device drivers devices only."""
+    if node.driver is None:
+        return
+    try:
+        mode = os.fstat(file.fd).st_mode
+        if node.driver == PROTOCOL_FILE and not stat.S_ISREG(mode):
+            raise InvalidOptionError(f"'file' driver requires '{node.filename}' to be a regular file")
+        if node.driver != PROTOCOL_FILE and not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
+            raise InvalidOptionError(
+                f"'{node.driver}' driver requires '{node.filename}' to be either a character or block device"
+            )
+    except BaseException:
+        file.close()
+        raise
+
+
 def _window(file: ImageFile, options: Mapping[str, int]) -> ImageFile:
     """raw's ``offset`` / ``size``: the format sees only that slice of its child."""
     total = file.size()
@@ -148,6 +170,18 @@ def _window(file: ImageFile, options: Mapping[str, int]) -> ImageFile:
             f" actual size of the containing file ({total})"
         )
     return WindowFile(file, offset, size)
+
+
+class DeviceFile(OsImageFile):
+    """A character or block device (``host_device``): character devices cannot sync, and that is
+    no error (QEMU ignores it too)."""
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except BlockIOError as err:
+            if err.errno not in (errno.EINVAL, errno.EROFS):
+                raise
 
 
 class ImageAsFile(ImageFile):

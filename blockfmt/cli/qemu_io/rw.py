@@ -183,7 +183,7 @@ def aio_read_f(session: Session, argv: list[str]) -> None:
     opts, operands = parse_options(session, AIO_READ, argv, "CP:iqv")
     pattern = pattern_byte(session, opts["-P"]) if "-P" in opts else None
     if "-i" in opts:
-        session.rep.err("injecting invalid read request\n")
+        session.rep.out("injecting invalid read request\n")
         return
     if len(operands) < 2:
         session.rep.out(AIO_READ.usage())
@@ -296,7 +296,7 @@ def aio_write_f(session: Session, argv: list[str]) -> None:
     """``aio_write [-Cfiquz] [-P pattern] off len [len..]``: succeeds once submitted."""
     opts, operands = parse_options(session, AIO_WRITE, argv, "CfiqP:uz")
     if "-i" in opts:
-        session.rep.err("injecting invalid write request\n")
+        session.rep.out("injecting invalid write request\n")
         return
     if "-u" in opts and "-z" not in opts:
         session.rep.out("-u requires -z to be specified\n")
