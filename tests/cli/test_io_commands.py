@@ -218,3 +218,62 @@ def test_interrupt_ends_like_qemu_io(tmp_path) -> None:
         proc.kill()
     assert proc.returncode == -signal.SIGINT
     assert b"Traceback" not in stderr
+
+
+# -------------------------------------------------------------------------
+# deliberate differences (docs/differences.md)
+# -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def raw_image(tmp_path):
+    image = tmp_path / "t.raw"
+    image.write_bytes(bytes(1 << 20))
+    return image
+
+
+def test_aio_requests_complete_before_the_next_command(run_cli, raw_image) -> None:
+    """An aio request's report comes before the next command's output, always."""
+    result = run_cli(
+        "io",
+        [
+            "-f",
+            "raw",
+            "-c",
+            "aio_write -P 7 0 512",
+            "-c",
+            "read -q -P 7 0 512",
+            "-c",
+            "length",
+            str(raw_image),
+        ],
+    )
+    assert result.code == 0
+    assert result.stdout.startswith("wrote 512/512 bytes at offset 0\n")
+    assert result.stdout.endswith("1 MiB\n")
+    assert raw_image.read_bytes()[:512] == b"\x07" * 512
+
+
+def test_wait_break_refuses_instead_of_hanging(run_cli, raw_image) -> None:
+    result = run_cli("io", ["-f", "raw", "-c", "wait_break tag", str(raw_image)])
+    assert (result.code, result.stdout) == (1, "Could not wait for breakpoint: Operation not supported\n")
+
+
+def test_blkdebug_rules_are_refused(run_cli, raw_image) -> None:
+    """blkdebug passes requests through; rules that would inject errors are refused, not ignored."""
+    plain = run_cli(
+        "io", ["-c", f"open -o driver=raw,file.align=4k blkdebug::{raw_image}", "-c", "read -q 0 1"]
+    )
+    assert (plain.code, plain.stderr) == (0, "")
+    child = f"'driver':'blkdebug','image.filename':'{raw_image}','inject-error':[{{'event':'read_aio'}}]"
+    tree = f"json:{{'driver':'raw','file':{{{child}}}}}"
+    ruled = run_cli("io", ["-c", "read 0 1", tree])
+    assert ruled.code == 1
+    assert "blkdebug option 'inject-error' is not supported: blockfmt cannot inject errors" in ruled.stderr
+
+
+def test_truncate_is_refused_even_for_raw(run_cli, raw_image) -> None:
+    result = run_cli("io", ["-f", "raw", "-c", "truncate 2M", "-c", "length", str(raw_image)])
+    assert result.code == 1
+    assert result.stderr == "qemu-io: Image format driver does not support resize\n"
+    assert raw_image.stat().st_size == 1 << 20
