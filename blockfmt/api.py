@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .errors import BlockFormatError, BlockIOError, InvalidOptionError
+from .errors import InvalidOptionError
 from .fileio import OsImageFile
-from .host import PROBE_SIZE, Host, default_host
+from .host import PROBE_SIZE, FormatHooks, Host, default_host
 from .image import Image
 from .locking import CREATE_LOCK, open_lock_request
 from .options import coerce_create_options
+from .replace import replaced_atomically, written_in_place
 
 __all__ = ["create", "open", "probe"]
 
@@ -75,6 +74,7 @@ def create(
     size: int,
     *,
     exact: bool = False,
+    in_place: bool = False,
     host: Host | None = None,
     **options: Any,
 ) -> None:
@@ -82,71 +82,54 @@ def create(
 
     Options are the format's ``-o`` options other than ``size``, by their qemu-img names
     (``block_size=8 << 20``) or QMP names (``**{"block-size": 8 << 20}``); strings are parsed
-    as qemu-img parses them.
+    as qemu-img parses them, typed values are taken as they are.
     With *exact*, options behave as in QMP ``blockdev-create``: absent ones get no defaults and no
     value is rounded silently (the format reports what qemu-img would have rounded as an error).
     A regular file is built under a temporary name and renamed into place, so a failed create
     leaves an existing file at *path* untouched.
 
+    :param in_place: write into the existing file *path* without a temporary name (the caller
+        made *path* for the purpose, e.g. ``convert``'s own temporary target).
     :raises InvalidOptionError: for a bad size or option, with qemu-img's message.
     :raises UnsupportedFormatError: for an unknown format.
     """
     host = host or default_host()
-    spec = host.spec(format)
+    hooks = host.hooks(format)
     if not isinstance(size, int) or size < 0:
         raise InvalidOptionError("Image size must be a non-negative integer")
-    typed = coerce_create_options(spec, options, fill_defaults=not exact)
+    typed = coerce_create_options(hooks.spec, options, fill_defaults=not exact)
     typed.pop("size", None)  # the size option is the *size* argument; qemu-img folds ``-o size=`` into it
     target = os.fspath(path)
-    try:
-        in_place = os.path.exists(target) and not stat.S_ISREG(os.stat(target).st_mode)
-    except OSError as err:
-        raise BlockIOError.from_os_error(err, f"Could not create '{target}'") from err
-    if in_place:
-        file = OsImageFile(target, read_only=False)
-        try:
-            file.lock(CREATE_LOCK)
-            host.create(format, file, size, typed, exact=exact)
-        finally:
-            file.close()
+    if in_place or written_in_place(target):
+        _write_new_image(hooks, target, target, size, typed, exact)
         return
-    directory = os.path.dirname(os.path.abspath(target))
+    with _existing_locked(target), replaced_atomically(target) as temp:
+        _write_new_image(hooks, temp, target, size, typed, exact)
+
+
+def _write_new_image(
+    hooks: FormatHooks, path: str, name: str, size: int, typed: dict[str, Any], exact: bool
+) -> None:
+    """Have the format write its new image into the existing file *path*, shown as *name*."""
+    file = OsImageFile(path, read_only=False)
+    file.name = name
     try:
-        fd, temp = tempfile.mkstemp(prefix=".blockfmt-create-", dir=directory)
-    except OSError as err:
-        raise BlockIOError.from_os_error(err, f"Could not create '{target}'") from err
-    os.close(fd)
-    guard: OsImageFile | None = None
-    try:
-        guard = _lock_existing(target)
-        file = OsImageFile(temp, read_only=False)
-        file.name = target
-        try:
-            host.create(format, file, size, typed, exact=exact)
-            file.flush()
-        finally:
-            file.close()
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        if isinstance(err, OSError) and not isinstance(err, BlockFormatError):
-            raise BlockIOError.from_os_error(err, f"Could not create '{target}'") from err
-        raise
+        file.lock(CREATE_LOCK)
+        hooks.create(file, size, typed, exact=exact)
+        file.flush()
     finally:
-        if guard is not None:
-            guard.close()
+        file.close()
 
 
-def _lock_existing(target: str) -> OsImageFile | None:
+@contextlib.contextmanager
+def _existing_locked(target: str) -> Iterator[None]:
     """Hold qemu-img create's locks on the file *target* names, so an image in use is never replaced."""
     if not os.path.exists(target):
-        return None
+        yield
+        return
     file = OsImageFile(target, read_only=True)
     try:
         file.lock(CREATE_LOCK)
-    except BaseException:
+        yield
+    finally:
         file.close()
-        raise
-    return file

@@ -7,15 +7,15 @@ buffer, never a per-byte loop). A fresh target reads as zeros everywhere, so wha
 reads back exactly as the source did, and ``qemu-img map`` of the result shows data only where
 the source had some.
 
-Where the source payload lies contiguously in a plain file and the target is raw, the target's
-non-zero runs are cloned from the source file (``FICLONERANGE``): on a file system with reflinks
-(XFS, btrfs) the target then shares the source's blocks instead of copying them (1 GiB on XFS:
-0.13-0.24 s instead of 0.67 s). Elsewhere the first refusal switches cloning off, and runs are
-written from the buffer that was read anyway: ``copy_file_range``, which would copy page by page
-in the kernel on ext4 or tmpfs, cost more than that one ``pwrite`` (tmpfs, 1 GiB: 0.65-2.0 s
-against 0.55 s). The chunk is always read first, because zero detection needs the bytes: without
-it, blocks the source allocated but filled with zeros (qemu-io ``write -z`` on VDI or VHDX does
-that) would become data in the target, where ``qemu-img convert`` leaves holes.
+Where the source payload lies contiguously in a plain file and the target's format keeps no
+metadata (raw), the target's non-zero runs are cloned from the source file (``FICLONERANGE``): on
+a file system with reflinks (XFS, btrfs) the target then shares the source's blocks instead of
+copying them (1 GiB on XFS: 0.13-0.24 s instead of 0.67 s). Elsewhere the first refusal switches
+cloning off, and runs are written from the buffer that was read anyway: ``copy_file_range``, which
+would copy page by page in the kernel on ext4 or tmpfs, cost more than that one ``pwrite`` (tmpfs,
+1 GiB: 0.65-2.0 s against 0.55 s). The chunk is always read first, because zero detection needs
+the bytes: without it, blocks the source allocated but filled with zeros (qemu-io ``write -z`` on
+VDI or VHDX does that) would become data in the target, where ``qemu-img convert`` leaves holes.
 
 Two things overlap what would otherwise wait on each other. Reading runs one chunk ahead of
 writing (see :class:`_Copier`). And after every chunk the target's writeback is started
@@ -35,10 +35,8 @@ not read as zeros to begin with.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,10 +44,10 @@ from dataclasses import dataclass
 from .api import create
 from .api import open as open_image
 from .driver import Extent
-from .errors import BlockFormatError, BlockIOError
+from .errors import BlockIOError
 from .fileio import clone_file_range
 from .image import Image
-from .raw import FORMAT_NAME as RAW_FORMAT
+from .replace import replaced_atomically, written_in_place
 
 __all__ = ["convert"]
 
@@ -105,44 +103,12 @@ def convert(
     """
     final = os.path.realpath(os.fspath(target_path))
     reporter = _Progress(source.size, progress)
-    if _is_special_file(final):
+    if written_in_place(final):
         _create_and_copy(source, final, target_format, options, reporter, zero_init=False)
     else:
-        temp = _reserve_temp_name(final, os.fspath(target_path))
-        try:
+        with replaced_atomically(final, shown=os.fspath(target_path)) as temp:
             _create_and_copy(source, temp, target_format, options, reporter, zero_init=True)
-            os.replace(temp, final)
-        except BaseException as err:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            if isinstance(err, OSError) and not isinstance(err, BlockFormatError):
-                raise BlockIOError.from_os_error(err, f"Could not create '{target_path}'") from err
-            raise
     reporter.finish()
-
-
-def _is_special_file(path: str) -> bool:
-    """True for an existing target that is not a regular file (a device): it is written in place."""
-    try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
-    except FileNotFoundError:
-        return False
-    except OSError as err:
-        raise BlockIOError.from_os_error(err, f"Could not create '{path}'") from err
-
-
-def _reserve_temp_name(final: str, shown: str) -> str:
-    """Claim a unique name beside *final*, so the closing rename stays on one file system.
-
-    :param shown: the target as the caller named it, for the error message (as qemu-img names it).
-    """
-    directory, name = os.path.split(final)
-    try:
-        fd, temp = tempfile.mkstemp(prefix=f".{name}.blockfmt-convert-", dir=directory or ".")
-    except OSError as err:
-        raise BlockIOError.from_os_error(err, f"Could not create '{shown}'") from err
-    os.close(fd)
-    return temp
 
 
 def _create_and_copy(
@@ -154,7 +120,7 @@ def _create_and_copy(
     *,
     zero_init: bool,
 ) -> None:
-    create(path, target_format, source.size, **dict(options or {}))
+    create(path, target_format, source.size, in_place=True, **dict(options or {}))
     with open_image(path, target_format, read_only=False) as target:
         _Copier(source, target, reporter, zero_init=zero_init).run()
 
@@ -212,7 +178,7 @@ class _Copier:
         cluster = target.info().cluster_size or 0
         self._chunk_size = max(COPY_CHUNK, min(MAX_COPY_CHUNK, CLUSTERS_PER_CHUNK * cluster))
         self._buffers = (bytearray(self._chunk_size), bytearray(self._chunk_size))
-        self._source_file = source.driver.file
+        self._source_file = source.driver.host_file()
         self._clone_fds = self._find_clone_fds()
 
     def run(self) -> None:
@@ -264,7 +230,7 @@ class _Copier:
         """
         if ext.zero:
             yield _Chunk(ext.offset, ext.length, False, None)
-        elif not ext.data or ext.host_offset is None:
+        elif not ext.data or ext.host_offset is None or self._source_file is None:
             yield _Chunk(ext.offset, ext.length, True, None)
         else:
             delta = ext.offset - ext.host_offset
@@ -317,14 +283,15 @@ class _Copier:
     def _find_clone_fds(self) -> tuple[int, int] | None:
         """The source and target file descriptors for cloning, or None when it cannot apply.
 
-        It applies when the target is raw (virtual offset = file offset) and both are regular
-        files; the source format then says per extent where its payload lies.
+        It applies when the target's format keeps no metadata (virtual offset = file offset) and
+        both files are regular files; the source format then says per extent where its payload lies.
         """
-        if self._target.format != RAW_FORMAT:
+        target_file = self._target.driver.host_file()
+        if not self._target.spec.data_only or self._source_file is None or target_file is None:
             return None
         try:
             source_fd = self._source_file.fileno()
-            target_fd = self._target.driver.file.fileno()
+            target_fd = target_file.fileno()
             regular = all(stat.S_ISREG(os.fstat(fd).st_mode) for fd in (source_fd, target_fd))
         except OSError:
             return None

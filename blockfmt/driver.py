@@ -190,5 +190,14 @@ class FormatDriver(abc.ABC):
         """Format-level facts for ``info``."""
         return ImageInfo()
 
+    def host_file(self) -> ImageFile | None:
+        """The file that :attr:`Extent.host_offset` values point into, holding the data as plain bytes.
+
+        Callers that copy data use it to skip holes in the file and to clone ranges instead of
+        copying them (``convert``). A format whose payload is not plain bytes in one file
+        (compressed, encrypted, elsewhere) returns None, and reports no host offsets.
+        """
+        return self.file
+
     def close(self) -> None:
         """Write back what is pending and release format state; never closes :attr:`file`."""

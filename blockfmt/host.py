@@ -141,6 +141,16 @@ class Host:
         except KeyError:
             raise UnsupportedFormatError(f"Unknown file format '{format}'") from None
 
+    def data_only_format(self) -> str:
+        """The format whose file is the disk itself (raw): what a bare file opens as, as in QEMU.
+
+        :raises UnsupportedFormatError: when no installed format keeps its data without metadata.
+        """
+        for name, spec in self.formats.items():
+            if spec.data_only:
+                return name
+        raise UnsupportedFormatError("No format without metadata is installed to open a bare file")
+
     def hooks(self, format: str) -> FormatHooks:
         """The hooks of *format*'s plugin, resolved on first use.
 

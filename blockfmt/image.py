@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .driver import CheckResult, Extent, FormatDriver, ImageInfo, RepairMode
+from .driver import CheckResult, Extent, FormatDriver, FormatSpec, ImageInfo, RepairMode
 from .errors import OutOfRangeError, ReadOnlyError
 from .fileio import ImageFile
 
@@ -55,6 +55,11 @@ class Image(io.RawIOBase):
     @property
     def read_only(self) -> bool:
         return self._read_only
+
+    @property
+    def spec(self) -> FormatSpec:
+        """What the format declared about itself (name, options, whether it keeps metadata)."""
+        return self._hooks.spec
 
     @property
     def driver(self) -> FormatDriver:

@@ -13,9 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from .. import convert as convert_module
 from ..api import create as create_image
-from ..compare import compare, first_status_mismatch
 from ..driver import CheckResult, FormatSpec, RepairMode
 from ..errors import BlockFormatError, InvalidOptionError, UnsupportedOperationError
 from ..host import Host, default_host
@@ -351,6 +349,8 @@ def cmd_compare(args: list[str], rep: Reporter, host: Host) -> int:
 
 
 def _compare_images(say: Callable[[str], None], first: Image, second: Image, strict: bool) -> int:
+    from ..compare import compare, first_status_mismatch  # here: only compare needs it (start-up time)
+
     if strict and first.size != second.size:
         say("Strict mode: Image size mismatch!\n")
         return EXIT_FAILURE
@@ -376,6 +376,8 @@ def _compare_images(say: Callable[[str], None], first: Image, second: Image, str
 
 def cmd_convert(args: list[str], rep: Reporter, host: Host) -> int:
     """``convert [-f fmt] [-O output_fmt] [-o options] [-p] [-q] [-U] filename output_filename``."""
+    from .. import convert as convert_module  # here: its thread pool costs every other command start-up time
+
     opts, operands = gnu_getopt(args, "f:hO:o:pqU", ["help", "force-share"])
     fmt, out_fmt, option_texts = None, DEFAULT_FORMAT, []
     show_progress = quiet = force_share = False

@@ -20,7 +20,6 @@ from ..fileio import ImageFile, OsImageFile, clone_file_range
 from ..host import PROBE_SIZE, Host
 from ..image import Image
 from ..locking import open_lock_request
-from ..raw import FORMAT_NAME as RAW_FORMAT
 from .blockdev_opts import (
     JSON_PREFIX,
     PROTOCOL_FILE,
@@ -36,7 +35,8 @@ from .report import Reporter
 
 __all__ = ["PROBED_RAW_WARNING", "ImageAsFile", "open_from_cli", "open_node"]
 
-#: block.c prints this when probing fell back to raw on a writable open (raw is the probe fallback)
+#: block.c prints this when probing fell back to raw on a writable open (raw, the format without
+#: metadata, is the probe fallback)
 PROBED_RAW_WARNING = (
     "WARNING: Image format was not specified for '{0}' and probing guessed raw.\n"
     "         Automatically detecting the format is dangerous for raw images, "
@@ -84,7 +84,7 @@ def open_from_cli(
         node = build_node(tree, filename=filename, format=format, known_formats=host.formats)
         image = open_node(host, node, read_only=read_only, force_share=force_share, snapshot=snapshot)
         probed = isinstance(node, FormatNode) and node.driver is None
-    if probed and image.format == RAW_FORMAT and not read_only:
+    if probed and image.spec.data_only and not read_only:
         reporter.err(PROBED_RAW_WARNING.format(image.filename))
     return image
 
@@ -102,7 +102,7 @@ def open_node(host: Host, node: Node, *, read_only: bool, force_share: bool, sna
         raise InvalidOptionError("Block node is read-only")
     force_share = force_share or node.force_share
     if isinstance(node, FileNode):
-        node = FormatNode(RAW_FORMAT, node)
+        node = FormatNode(host.data_only_format(), node)
     child = node.file
     file: ImageFile
     if isinstance(child, FileNode):

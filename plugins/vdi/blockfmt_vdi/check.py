@@ -28,7 +28,7 @@ from blockfmt.driver import CheckResult, RepairMode
 from blockfmt.errors import CorruptImageError
 
 from .bmap import PAGE_ENTRIES
-from .constants import BMAP_UNALLOCATED, is_allocated
+from .constants import is_allocated
 from .image import VdiDriver
 
 __all__ = ["check_image"]
@@ -64,15 +64,12 @@ def check_image(driver: VdiDriver, repair: RepairMode) -> CheckResult:
         and scan.complete
         and (scan.drops or scan.extend_to or result.corruptions_fixed)
     ):
-        for block in scan.drops:
-            driver.bmap.set_range(block, [BMAP_UNALLOCATED])
-        if scan.extend_to > driver.file_end:
-            driver.file.truncate(scan.extend_to)
-            driver.file_end = scan.extend_to
+        driver.unmap_blocks(scan.drops)
+        driver.extend_file(scan.extend_to)
         if scan.rewrite_count:
-            driver.file.flush()  # the drops are durable before any slot they freed is reused
+            driver.flush()  # the drops are durable before any slot they freed is reused
             driver.compact(_moves_below(driver, scan), scan.allocated)
-        driver.file.flush()
+        driver.flush()
     return result
 
 
@@ -108,7 +105,7 @@ def _used_pages(driver: VdiDriver) -> Iterator[tuple[int, array.array[int]]]:
 
     :raises CorruptImageError: when the map is cut short by the end of the file.
     """
-    for first, page in driver.bmap.pages():
+    for first, page in driver.map_pages():
         if not (len(page) == PAGE_ENTRIES and page.tobytes() == _EMPTY_PAGE):
             yield first, page
 

@@ -10,14 +10,15 @@ unallocated or stored back to back in the file, and each stretch is one ``preadv
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import array
+from collections.abc import Iterable, Iterator
 
 from blockfmt.driver import Extent, FormatDriver, ImageInfo
 from blockfmt.errors import CorruptImageError
 from blockfmt.fileio import ImageFile
 
 from .bmap import BlockMap, Run
-from .constants import BMAP_DISCARDED, BMAP_ENTRY_SIZE, HEADER_STRUCT_SIZE
+from .constants import BMAP_DISCARDED, BMAP_ENTRY_SIZE, BMAP_UNALLOCATED, HEADER_STRUCT_SIZE
 from .structs import Header
 
 __all__ = ["VdiDriver", "read_header"]
@@ -65,6 +66,24 @@ class VdiDriver(FormatDriver):
             )
 
     # -- geometry -------------------------------------------------------------
+
+    def map_pages(self) -> Iterator[tuple[int, array.array[int]]]:
+        """The block map as ``(first block, entries)`` pages, in order (for check's scan).
+
+        :raises CorruptImageError: when the map is cut short by the end of the file.
+        """
+        return self.bmap.pages()
+
+    def unmap_blocks(self, blocks: Iterable[int]) -> None:
+        """Make each virtual block in *blocks* unallocated (repair drops entries it cannot trust)."""
+        for block in blocks:
+            self.bmap.set_range(block, [BMAP_UNALLOCATED])
+
+    def extend_file(self, end: int) -> None:
+        """Grow the file to *end* bytes if it is shorter (repair: blocks the map names must exist)."""
+        if end > self.file_end:
+            self.file.truncate(end)
+            self.file_end = end
 
     def host_offset(self, entry: int) -> int:
         """Where the block with map entry *entry* starts in the file."""

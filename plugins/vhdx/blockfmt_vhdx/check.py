@@ -29,7 +29,7 @@ def check_image(driver: VhdxDriver, repair: RepairMode) -> CheckResult:
     if driver.log_replayed_on_open:
         result.corruptions_fixed += 1
     geometry, bat, block_size = driver.geometry, driver.bat, driver.block_size
-    driver.file_size = driver.file.size()
+    driver.refresh_file_size()
     fixes: dict[int, int] = {}
     placed: list[tuple[int, int]] = []
     for kind, start, stop in bat.runs(0, geometry.payload_blocks):

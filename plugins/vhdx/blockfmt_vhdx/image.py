@@ -163,6 +163,10 @@ class VhdxDriver(FormatDriver):
             raise CorruptImageError(f"VHDX BAT entry {index} offset {offset} overlaps the {span.name}")
         return offset
 
+    def refresh_file_size(self) -> None:
+        """Take the file's size anew: a check judges block offsets against the file as it is now."""
+        self.file_size = self.file.size()
+
     def invalid_state_error(self, block: int) -> CorruptImageError:
         index = self.geometry.payload_index(block)
         state = self.bat.entries[index] & 0x7
