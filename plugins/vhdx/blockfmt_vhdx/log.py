@@ -21,12 +21,10 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import crc32c
-
 from blockfmt.errors import CorruptImageError, ReadOnlyError
 from blockfmt.fileio import ImageFile
 
-from .checksum import compute_checksum, stamp_checksum
+from .checksum import compute_checksum, continue_checksum, stamp_checksum
 from .log_structs import (
     DESCRIPTOR_SIZE,
     LOG_ENTRY_SIGNATURE,
@@ -281,7 +279,7 @@ class _LogScan:
             if crc is None:
                 crc = compute_checksum(chunk, LogEntryHeader.CHECKSUM_OFFSET)
             else:
-                crc = crc32c.crc32c(chunk, crc)
+                crc = continue_checksum(crc, chunk)
             view = memoryview(chunk)
             if done < table_length:
                 table += view[: table_length - done]
