@@ -65,6 +65,8 @@ _RESULT_LINE = re.compile(
 _FORMAT_LIST = re.compile(r"format_list = \[")
 #: how the lines of the unified diff ``check`` prints after a failure start (its summary lines do not)
 _DIFF_LINE_STARTS = ("+", "-", "@", " ", "\\")
+#: the diff's first two lines name scratch files that are gone after the run
+_DIFF_FILE_HEADERS = ("--- ", "+++ ")
 #: the ``(see <scratch>/NNN.out.bad)`` tail of a failure's description: a path in a deleted scratch dir
 _SEE_FILE = re.compile(r"\s*\(see [^)]*\)")
 
@@ -314,7 +316,7 @@ def regressions(rows: Iterable[Row]) -> list[str]:
 def format_table(rows: Sequence[Row], imgfmt: str, *, show_all: bool = False, detail: int = 0) -> str:
     """The per-test table; rows where neither run ran the test are counted, not listed, unless *show_all*.
 
-    :param detail: lines of each blockfmt failure's diff to print under its row.
+    :param detail: lines of each blockfmt failure's diff (without its file names) to print under its row.
     """
     lines = [f"{'test':<28} {'qemu':<8} {'blockfmt':<8} note", "-" * 72]
     neither = [name for name, qemu, blockfmt in rows if qemu.status == blockfmt.status == NOT_RUN]
@@ -326,7 +328,8 @@ def format_table(rows: Sequence[Row], imgfmt: str, *, show_all: bool = False, de
             note = f"qemu: {qemu.description}"
         lines.append(f"{name:<28} {qemu.status:<8} {blockfmt.status:<8} {note}".rstrip())
         if detail and blockfmt.status == FAIL:
-            lines.extend(f"    | {text}" for text in blockfmt.detail[:detail])
+            hunks = [text for text in blockfmt.detail if not text.startswith(_DIFF_FILE_HEADERS)]
+            lines.extend(f"    | {text}" for text in hunks[:detail])
     qemu_passed = sum(1 for _, qemu, _ in rows if qemu.status == PASS)
     blockfmt_passed = sum(1 for _, _, blockfmt in rows if blockfmt.status == PASS)
     summary = f"{imgfmt}: {len(rows) - len(neither)} tests run; qemu passes {qemu_passed}, "

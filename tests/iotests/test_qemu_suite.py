@@ -86,6 +86,15 @@ def test_table_lists_tests_either_ran_and_counts_the_rest():
     )
 
 
+def test_detail_shows_the_first_diff_lines_of_each_blockfmt_failure():
+    outcomes = parse_check_output(CHECK_OUTPUT)
+    rows = compare(_run(t002=PASS), CheckRun({"002": outcomes["002"]}, 1, 1.0, ""))
+    assert format_table(rows, "vdi", detail=2).splitlines()[3:5] == [
+        "    | @@ -1,2 +1,2 @@",
+        "    |  QA output created by 002",
+    ]
+
+
 def test_a_format_qemu_lacks_is_not_run_in_the_qemu_column():
     skipped = CheckRun({}, 0, 0.0, "", skipped="QEMU has no myfmt driver")
     (row,) = compare(skipped, _run(t001=PASS))
