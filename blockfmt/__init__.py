@@ -17,6 +17,7 @@ from __future__ import annotations
 from .api import create, open, probe
 from .driver import CheckResult, CreateOption, Extent, FormatDriver, FormatSpec, ImageInfo, RepairMode
 from .errors import (
+    BackingChainError,
     BlockFormatError,
     BlockIOError,
     CorruptImageError,
@@ -36,6 +37,7 @@ from .image import Image
 from .markers import hookimpl, hookspec
 
 __all__ = [
+    "BackingChainError",
     "BlockFormatError",
     "BlockIOError",
     "CheckResult",

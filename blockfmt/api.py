@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from .chain import ChildPlan, attach_parents, plan_child
 from .errors import InvalidOptionError
 from .fileio import OsImageFile
 from .host import PROBE_SIZE, FormatHooks, Host, default_host
@@ -39,18 +40,29 @@ def open(
     force_share: bool = False,
     options: Mapping[str, Any] | None = None,
     host: Host | None = None,
+    backing: str | os.PathLike[str] | None = None,
+    backing_format: str | None = None,
+    open_backing: bool = True,
+    ignore_id_mismatch: bool = False,
 ) -> Image:
-    """Open the disk image at *path*.
+    """Open the disk image at *path*, and the parents of a differencing image with it.
 
     :param format: the format name; probed from the file's first bytes when None.
     :param read_only: refuse writes and never modify the file.
     :param force_share: like qemu-img ``-U``: open read-only without taking QEMU-compatible
         locks, so an image another process is writing can be inspected.
     :param options: format-specific open options (e.g. VHDX ``log_replay="memory"``).
-    :returns: an :class:`Image`; close it (or use ``with``) to release the file.
+    :param backing: the parent's path, instead of the one the image names (parents are always
+        opened read-only); *backing_format* its format.
+    :param open_backing: False opens the image alone: ranges its parent would supply read as zeros
+        (QEMU's ``backing: null``).
+    :param ignore_id_mismatch: open the parent even when it is not the image the child was made on
+        (Hyper-V's ``-IgnoreIdMismatch``); only what the child holds is then trustworthy.
+    :returns: an :class:`Image`; close it (or use ``with``) to release the file and its parents.
     :raises UnsupportedFormatError: for an unknown format.
     :raises CorruptImageError: when the image is invalid.
     :raises BlockIOError: when the file cannot be opened.
+    :raises BackingChainError: when a parent is missing, mismatched, or the chain loops.
     """
     host = host or default_host()
     file = OsImageFile(os.fspath(path), read_only=read_only, force_share=force_share)
@@ -65,13 +77,27 @@ def open(
     except BaseException:
         file.close()
         raise
-    return Image(hooks, format, file, driver, read_only=read_only)
+    image = Image(hooks, format, file, driver, read_only=read_only)
+    if open_backing:
+        try:
+            attach_parents(
+                image,
+                host=host,
+                force_share=force_share,
+                backing=None if backing is None else os.fspath(backing),
+                backing_format=backing_format,
+                ignore_id_mismatch=ignore_id_mismatch,
+            )
+        except BaseException:
+            image.close()
+            raise
+    return image
 
 
 def create(
     path: str | os.PathLike[str],
     format: str,
-    size: int,
+    size: int | None,
     *,
     exact: bool = False,
     in_place: bool = False,
@@ -90,32 +116,55 @@ def create(
 
     :param in_place: write into the existing file *path* without a temporary name (the caller
         made *path* for the purpose, e.g. ``convert``'s own temporary target).
+    With ``backing_file`` (qemu-img ``-b``; a path relative to the new image's directory, or
+    absolute) and optional ``backing_fmt`` (``-F``) the new image is a differencing image of that
+    parent: *size* may be None (the parent's size), and block and sector sizes default to the parent's.
+
     :raises InvalidOptionError: for a bad size or option, with qemu-img's message.
     :raises UnsupportedFormatError: for an unknown format.
     """
     host = host or default_host()
     hooks = host.hooks(format)
-    if not isinstance(size, int) or size < 0:
-        raise InvalidOptionError("Image size must be a non-negative integer")
+    backing, backing_format = options.pop("backing_file", None), options.pop("backing_fmt", None)
     typed = coerce_create_options(hooks.spec, options, fill_defaults=not exact)
     typed.pop("size", None)  # the size option is the *size* argument; qemu-img folds ``-o size=`` into it
     target = os.fspath(path)
-    if in_place or written_in_place(target):
-        _write_new_image(hooks, target, target, size, typed, exact)
-        return
-    with _existing_locked(target), replaced_atomically(target) as temp:
-        _write_new_image(hooks, temp, target, size, typed, exact)
+    plan = None
+    if backing:
+        given = {key.replace("-", "_") for key in options}
+        plan, parent_size = plan_child(target, format, str(backing), backing_format, typed, given, host)
+        size = parent_size if size is None else size
+    try:
+        if not isinstance(size, int) or size < 0:
+            raise InvalidOptionError("Image size must be a non-negative integer")
+        if in_place or written_in_place(target):
+            _write_new_image(hooks, target, target, size, typed, exact, plan)
+            return
+        with _existing_locked(target), replaced_atomically(target) as temp:
+            _write_new_image(hooks, temp, target, size, typed, exact, plan)
+    finally:
+        if plan is not None:
+            plan.parent.close()
 
 
 def _write_new_image(
-    hooks: FormatHooks, path: str, name: str, size: int, typed: dict[str, Any], exact: bool
+    hooks: FormatHooks,
+    path: str,
+    name: str,
+    size: int,
+    typed: dict[str, Any],
+    exact: bool,
+    plan: ChildPlan | None,
 ) -> None:
-    """Have the format write its new image into the existing file *path*, shown as *name*."""
+    """Have the format write its new image into the existing file *path*, shown as *name*; with a
+    *plan*, link it to its parent before it is renamed into place."""
     file = OsImageFile(path, read_only=False)
     file.name = name
     try:
         file.lock(CREATE_LOCK)
         hooks.create(file, size, typed, exact=exact)
+        if plan is not None:
+            plan.link(file, hooks)
         file.flush()
     finally:
         file.close()

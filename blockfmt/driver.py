@@ -15,12 +15,14 @@ import abc
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import UnsupportedOperationError
 from .fileio import ImageFile
 
 __all__ = [
+    "BackingLink",
+    "BackingReader",
     "CheckResult",
     "CreateOption",
     "Extent",
@@ -83,6 +85,9 @@ class Extent:
     :ivar data: bytes come from the image file (``data`` in qemu-img's JSON).
     :ivar zero: the range reads as zeros.
     :ivar host_offset: where the data lives in the image file, when it is there contiguously.
+    :ivar present: the range is allocated in this image; a driver with a backing file yields
+        ``data=False, zero=False, present=False`` for ranges its parent supplies.
+    :ivar depth: how many backing links down the chain the range is allocated (QEMU's ``depth``).
     """
 
     offset: int
@@ -90,6 +95,33 @@ class Extent:
     data: bool
     zero: bool
     host_offset: int | None = None
+    present: bool = True
+    depth: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BackingLink:
+    """What a differencing image says about its parent (``backing_link`` of a driver).
+
+    :ivar display_name: the backing file name as ``qemu-img info`` shows it.
+    :ivar candidates: paths to try, in order, already mapped to this host (the first existing
+        file is opened); empty when the format stores no path (VDI) and the parent is searched.
+    :ivar format: the parent's format name.
+    :ivar search_dirs: directories to search for the parent by identity when no candidate exists.
+    """
+
+    display_name: str
+    candidates: tuple[str, ...]
+    format: str
+    search_dirs: tuple[str, ...] = ()
+
+
+class BackingReader(Protocol):
+    """The parent as a differencing driver sees it: reads and allocation of the merged chain below."""
+
+    size: int
+
+    def readinto(self, offset: int, buf: memoryview) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +172,9 @@ class FormatDriver(abc.ABC):
 
     #: virtual disk size in bytes
     size: int
+    #: the parent chain's reader, attached by :mod:`blockfmt.chain` to an image with a backing link;
+    #: ranges the image does not hold read as zeros while it is None (QEMU's ``backing: null``)
+    backing: BackingReader | None = None
 
     def __init__(self, file: ImageFile, *, read_only: bool) -> None:
         self.file = file
@@ -198,6 +233,31 @@ class FormatDriver(abc.ABC):
         (compressed, encrypted, elsewhere) returns None, and reports no host offsets.
         """
         return self.file
+
+    # -- backing chains (differencing images); formats without them keep these defaults ----------
+
+    def backing_link(self) -> BackingLink | None:
+        """Where this image's parent is, or None for an image that has none."""
+        return None
+
+    def verify_parent(self, parent: FormatDriver) -> str | None:
+        """Whether *parent* is the image this one was made on: None, or why not (one line)."""
+        return None
+
+    def child_defaults(self) -> dict[str, Any]:
+        """Create options a new child of this image inherits unless given (e.g. the block size)."""
+        return {}
+
+    def link_parent(self, parent: FormatDriver, relative_name: str) -> None:
+        """Make this (writable) image a differencing image of *parent*, or relink it to a new one.
+
+        *relative_name* is the parent's path relative to this image's directory. Used by create
+        with a backing file, rebase and commit.
+
+        :raises UnsupportedOperationError: for formats without differencing images.
+        :raises InvalidOptionError: when *parent* cannot be this image's parent (size, sectors).
+        """
+        raise UnsupportedOperationError("This image format does not support backing files")
 
     def close(self) -> None:
         """Write back what is pending and release format state; never closes :attr:`file`."""

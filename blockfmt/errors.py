@@ -4,10 +4,11 @@ Every error that crosses the public API is a :class:`BlockFormatError`::
 
     BlockFormatError
     ├── UnsupportedFormatError     unknown format name, or no plugin claims the file
-    ├── UnsupportedFeatureError    a valid image using something not implemented (differencing, ...)
+    ├── UnsupportedFeatureError    a valid image using something not implemented
     ├── UnsupportedOperationError  the format has no such operation (``check`` on raw, ...)
     ├── CorruptImageError          the image's bytes break the format's rules
     │   └── LogReplayRequiredError read-only open of a VHDX whose log needs replay
+    ├── BackingChainError          a differencing image's parent is missing, mismatched or loops
     ├── ReadOnlyError              write to an image opened read-only
     ├── InvalidOptionError         bad create/open option or size
     ├── OutOfRangeError            request beyond the end of the virtual disk
@@ -23,6 +24,7 @@ them. Context such as ``Could not open '<file>': `` and the hint are added by th
 from __future__ import annotations
 
 __all__ = [
+    "BackingChainError",
     "BlockFormatError",
     "BlockIOError",
     "CorruptImageError",
@@ -71,6 +73,10 @@ class CorruptImageError(BlockFormatError):
 
 class LogReplayRequiredError(CorruptImageError):
     """A read-only open found a VHDX log that must be replayed first."""
+
+
+class BackingChainError(BlockFormatError):
+    """A differencing image's parent is missing, is not the image it was made on, or loops."""
 
 
 class ReadOnlyError(BlockFormatError):

@@ -44,6 +44,10 @@ class Image(io.RawIOBase):
         self._released = False
         self.format = format
         self.filename = file.name
+        #: the parent of a differencing image, opened with it (see :mod:`blockfmt.chain`)
+        self.backing: Image | None = None
+        #: the parent's name as this image stores it (``qemu-img info``'s "backing file")
+        self.backing_name: str | None = None
 
     # -- positional interface -------------------------------------------------
 
@@ -123,11 +127,38 @@ class Image(io.RawIOBase):
             self._driver.discard(offset, length)
 
     def map(self, offset: int = 0, length: int | None = None) -> list[Extent]:
-        """Return the allocation status of a range, adjacent equal extents merged."""
+        """Return the allocation status of a range through the backing chain, adjacent equal
+        extents merged; :attr:`Extent.depth` says which layer holds each one (0: this image)."""
+        from .chain import chain_extents
+
         if length is None:
             length = self.size - offset
         self._check_range(offset, length)
-        return merge_extents(self._driver.block_status(offset, length))
+        return merge_extents(chain_extents(self, offset, length))
+
+    # -- backing chain ---------------------------------------------------------
+
+    def backing_chain(self) -> list[Image]:
+        """This image and its parents, top first."""
+        chain: list[Image] = [self]
+        while chain[-1].backing is not None:
+            chain.append(chain[-1].backing)  # type: ignore[arg-type]
+        return chain
+
+    def set_backing(self, parent: Image, name: str) -> None:
+        """Make *parent* (owned from now on, closed with this image) the layer below this one."""
+        from .chain import BackingView
+
+        self.close_backing()
+        self.backing, self.backing_name = parent, name
+        self._driver.backing = BackingView(parent)
+
+    def close_backing(self) -> None:
+        """Close the parents; the ranges they supplied read as zeros afterwards."""
+        parent, self.backing = self.backing, None
+        self._driver.backing = None
+        if parent is not None:
+            parent.close()
 
     def info(self) -> ImageInfo:
         """Format-level facts (cluster size, dirty flag, format-specific details)."""
@@ -223,6 +254,7 @@ class Image(io.RawIOBase):
             self._released = True
             self._file.close()
             super().close()
+            self.close_backing()
 
     def __repr__(self) -> str:
         return f"<blockfmt.Image {self.filename!r} format={self.format} size={self.size}>"
@@ -245,10 +277,18 @@ def merge_extents(extents: Iterator[Extent] | list[Extent]) -> list[Extent]:
                 last.offset + last.length == ext.offset
                 and last.data == ext.data
                 and last.zero == ext.zero
+                and last.present == ext.present
+                and last.depth == ext.depth
                 and contiguous_host
             ):
                 merged[-1] = Extent(
-                    last.offset, last.length + ext.length, last.data, last.zero, last.host_offset
+                    last.offset,
+                    last.length + ext.length,
+                    last.data,
+                    last.zero,
+                    last.host_offset,
+                    last.present,
+                    last.depth,
                 )
                 continue
         merged.append(ext)

@@ -224,11 +224,11 @@ def test_file_cut_inside_the_reserved_header_tail_opens_but_has_no_map(image):
             img.read_at(0, 1)
 
 
-def test_differencing_image_is_refused(image):
+def test_parent_uuid_outside_a_differencing_image_is_refused_as_qemu_does(image):
     with open(image, "r+b") as f:
         f.seek(440)
         f.write(os.urandom(16))
-    with pytest.raises(UnsupportedFeatureError, match=r"^differencing VDI images are not supported$"):
+    with pytest.raises(UnsupportedFeatureError, match=r"^unsupported VDI image \(non-NULL parent UUID\)$"):
         blockfmt.open(image)
 
 

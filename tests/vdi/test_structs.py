@@ -162,12 +162,12 @@ def test_iotest_084_header_corruptions(name, pokes, message):
             "unsupported VDI image (sector size 4096 is not 512)",
         ),
         (424, b"\x01" * 16, UnsupportedFeatureError, "unsupported VDI image (non-NULL link UUID)"),
-        (440, b"\x01" * 16, UnsupportedFeatureError, "differencing VDI images are not supported"),
+        (440, b"\x01" * 16, UnsupportedFeatureError, "unsupported VDI image (non-NULL parent UUID)"),
         (
             76,
             struct.pack("<I", ImageType.DIFF),
-            UnsupportedFeatureError,
-            "differencing VDI images are not supported",
+            CorruptImageError,
+            "differencing VDI image has a NULL link UUID",
         ),
     ],
 )

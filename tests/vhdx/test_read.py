@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 import blockfmt
-from blockfmt.errors import InvalidOptionError, LogReplayRequiredError, UnsupportedFeatureError
+from blockfmt.errors import (
+    BackingChainError,
+    InvalidOptionError,
+    LogReplayRequiredError,
+)
 
 MiB = 1 << 20
 
@@ -159,12 +163,17 @@ def test_probe_recognises_vhdx(sample_image) -> None:
     assert blockfmt.probe(sample_image("iotest-dynamic-1G.vhdx")) == "vhdx"
 
 
-def test_differencing_image_names_its_parent_locator(tmp_path: Path) -> None:
-    """HasParent: UnsupportedFeatureError naming the locator entries (NOTES.md #8)."""
+def test_differencing_image_without_its_parent_names_the_path_tried(tmp_path: Path) -> None:
+    """HasParent: the locator's relative path is resolved from the child's directory; a missing
+    parent is one BackingChainError naming the path tried (it used to be UnsupportedFeatureError)."""
     from .builders import make_differencing
 
-    path = make_differencing(tmp_path / "child.vhdx")
-    with pytest.raises(UnsupportedFeatureError) as info:
+    (tmp_path / "dir").mkdir()
+    path = make_differencing(tmp_path / "dir" / "child.vhdx")
+    with pytest.raises(BackingChainError) as info:
         blockfmt.open(path)
-    assert "parent_linkage={0f0e0d0c-0b0a-0908-0706-050403020100}" in str(info.value)
-    assert "relative_path=..\\parent.vhdx" in str(info.value)
+    assert str(info.value) == (
+        f"Could not open backing file: Could not open '{tmp_path / 'parent.vhdx'}': No such file or directory"
+    )
+    with blockfmt.open(path, open_backing=False) as img:  # alone, the parent's ranges read as zeros
+        assert img.read_at(0, 4096) == bytes(4096)

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import array
 from collections.abc import Iterable, Iterator
+from typing import Any
 
-from blockfmt.driver import Extent, FormatDriver, ImageInfo
-from blockfmt.errors import CorruptImageError
+from blockfmt.driver import BackingLink, Extent, FormatDriver, ImageInfo
+from blockfmt.errors import CorruptImageError, InvalidOptionError, UnsupportedOperationError
 from blockfmt.fileio import ImageFile
 
+from . import differencing
 from .bmap import BlockMap, Run
-from .constants import BMAP_DISCARDED, BMAP_ENTRY_SIZE, BMAP_UNALLOCATED, HEADER_STRUCT_SIZE
+from .constants import BMAP_DISCARDED, BMAP_ENTRY_SIZE, BMAP_UNALLOCATED, HEADER_STRUCT_SIZE, ImageType
 from .structs import Header
 
 __all__ = ["VdiDriver", "read_header"]
@@ -38,7 +40,9 @@ class VdiDriver(FormatDriver):
 
     :param file: the image file; owned by the host, never closed here.
     :raises CorruptImageError: for a bad signature or inconsistent sizes.
-    :raises UnsupportedFeatureError: for what QEMU refuses too, and differencing images.
+    :raises UnsupportedFeatureError: for what QEMU refuses too.
+
+    A differencing image (VirtualBox snapshot) reads its unallocated blocks from :attr:`backing`.
     """
 
     def __init__(self, file: ImageFile, *, read_only: bool) -> None:
@@ -64,6 +68,58 @@ class VdiDriver(FormatDriver):
                 f"VDI block map [{h.offset_bmap:#x}, {bmap_end:#x}) overlaps the header or the data "
                 f"area at {h.offset_data:#x}; refusing to open it for writing"
             )
+
+    @property
+    def is_differencing(self) -> bool:
+        return self.header.image_type == ImageType.DIFF
+
+    # -- backing chain --------------------------------------------------------
+
+    def backing_link(self) -> BackingLink | None:
+        return differencing.backing_link(self.header, self.file.name) if self.is_differencing else None
+
+    def verify_parent(self, parent: FormatDriver) -> str | None:
+        if not self.is_differencing:
+            return None
+        if not isinstance(parent, VdiDriver):
+            return f"the parent '{parent.file.name}' of a differencing VDI must be a VDI image"
+        return differencing.mismatch(self.header, parent.header, self.file.name, parent.file.name)
+
+    def child_defaults(self) -> dict[str, Any]:
+        return {}
+
+    def link_parent(self, parent: FormatDriver, relative_name: str) -> None:
+        """Write type 4 and *parent*'s UUIDs into the header (a new image, or a child being rebased)."""
+        if not isinstance(parent, VdiDriver):
+            raise InvalidOptionError("the backing file of a VDI image must be a VDI image")
+        if parent.size != self.size:
+            raise InvalidOptionError(
+                f"a differencing VDI must have its parent's virtual size ({parent.size} bytes)"
+            )
+        if not self.is_differencing and (self.header.blocks_allocated or self.header.is_static):
+            raise UnsupportedOperationError(
+                f"'{self.file.name}' is not a differencing image and holds data; it cannot get a backing file"
+            )
+        self.header = differencing.linked_header(self.header, parent.header)
+        self.file.pwrite(self.header.pack(), 0)
+        self.file.flush()
+
+    def _read_parent(self, offset: int, view: memoryview) -> None:
+        if self.backing is None:
+            view[:] = bytes(len(view))
+        else:
+            self.backing.readinto(offset, view)
+
+    def _unallocated_parts(self, run: Run, start: int, stop: int) -> Iterator[tuple[bool, int, int]]:
+        """``(from_parent, lo, hi)`` pieces of ``[start, stop)`` in an unallocated *run*."""
+        if not self.is_differencing:
+            yield False, start, stop
+            return
+        bs = self.block_size
+        for from_parent, first, count in differencing.fall_through(self.bmap, run):
+            lo, hi = max(start, first * bs), min(stop, (first + count) * bs)
+            if lo < hi:
+                yield from_parent, lo, hi
 
     # -- geometry -------------------------------------------------------------
 
@@ -121,7 +177,12 @@ class VdiDriver(FormatDriver):
         for run, start, stop in self._runs(offset, len(buf)):
             view = buf[start - offset : stop - offset]
             if run.entry is None:
-                view[:] = bytes(len(view))
+                for from_parent, lo, hi in self._unallocated_parts(run, start, stop):
+                    part = buf[lo - offset : hi - offset]
+                    if from_parent:
+                        self._read_parent(lo, part)
+                    else:
+                        part[:] = bytes(len(part))
                 continue
             got = self.file.preadinto(view, self._run_host(run, start))
             if got < len(view):
@@ -183,6 +244,8 @@ class VdiDriver(FormatDriver):
                 continue
             first_block = start // self.block_size
             count = -(-stop // self.block_size) - first_block
+            if self.is_differencing:
+                start, chunk = self._copy_up(first_block, count, start, chunk)
             self._write_new_blocks(next_entry, first_block * self.block_size, count, start, chunk)
             for i in range(count):
                 new_entries[first_block + i] = next_entry + i
@@ -192,6 +255,26 @@ class VdiDriver(FormatDriver):
             lo, hi = min(new_entries), max(new_entries)
             values = [new_entries[i] if i in new_entries else self.bmap.get(i) for i in range(lo, hi + 1)]
             self.bmap.set_range(lo, values)
+
+    def _copy_up(self, first_block: int, count: int, start: int, chunk: memoryview) -> tuple[int, memoryview]:
+        """Complete a write into new blocks of a child with the chain's bytes, as VirtualBox does.
+
+        Only a partly written first or last block needs them; the result covers whole blocks (the
+        disk's end at most), so :meth:`_write_new_blocks` pads nothing with zeros.
+        """
+        bs = self.block_size
+        lo, hi = first_block * bs, min((first_block + count) * bs, self.size)
+        if start == lo and start + len(chunk) == hi:
+            return start, chunk
+        whole = bytearray(hi - lo)
+        view = memoryview(whole)
+        if start > lo:
+            self.readinto(lo, view[: min(bs, hi - lo)])
+        if start + len(chunk) < hi:
+            tail = (first_block + count - 1) * bs
+            self.readinto(tail, view[tail - lo :])
+        whole[start - lo : start - lo + len(chunk)] = chunk
+        return lo, view
 
     def _write_new_blocks(
         self, entry: int, block_start: int, count: int, start: int, chunk: memoryview
@@ -333,7 +416,8 @@ class VdiDriver(FormatDriver):
         """
         for run, start, stop in self._runs(offset, length):
             if run.entry is None:
-                yield Extent(start, stop - start, data=False, zero=True)
+                for from_parent, lo, hi in self._unallocated_parts(run, start, stop):
+                    yield Extent(lo, hi - lo, data=False, zero=not from_parent, present=not from_parent)
             elif self.header.is_static:
                 yield from self._file_extents(start, stop - start, self._run_host(run, start))
             else:

@@ -129,8 +129,8 @@ class Header:
         """Unpack and validate a header the way QEMU 7.2's ``vdi_open`` does, in its order.
 
         :raises CorruptImageError: bad signature, or a disk larger than its block map covers.
-        :raises UnsupportedFeatureError: any other rule QEMU refuses with ``-ENOTSUP``, and
-            differencing images ("differencing VDI images are not supported").
+        :raises UnsupportedFeatureError: any other rule QEMU refuses with ``-ENOTSUP`` (a link or
+            parent UUID in an image that is not differencing).
         """
         header = cls.unpack(buf)
         header.validate()
@@ -166,12 +166,15 @@ class Header:
             raise CorruptImageError(
                 f"unsupported VDI image (disk size {self.virtual_size}, image bitmap has room for {room})"
             )
-        # QEMU says "non-NULL parent UUID" here; a differencing image (VirtualBox sets the link and
-        # the parent UUIDs, and the type) gets one clear message before the link rule can fire.
-        if self.image_type == ImageType.DIFF or self.uuid_parent != _NULL_UUID:
-            raise UnsupportedFeatureError("differencing VDI images are not supported")
-        if self.uuid_link != _NULL_UUID:
+        # A differencing image (type 4) names its parent by the link UUID (the parent's image UUID)
+        # and the parent's modification UUID; in any other image QEMU's rules hold: both are NULL.
+        if self.image_type == ImageType.DIFF:
+            if self.uuid_link == _NULL_UUID:
+                raise CorruptImageError("differencing VDI image has a NULL link UUID")
+        elif self.uuid_link != _NULL_UUID:
             raise UnsupportedFeatureError("unsupported VDI image (non-NULL link UUID)")
+        elif self.uuid_parent != _NULL_UUID:
+            raise UnsupportedFeatureError("unsupported VDI image (non-NULL parent UUID)")
         if self.blocks_in_image > BLOCKS_IN_IMAGE_MAX:
             raise UnsupportedFeatureError(
                 f"unsupported VDI image (too many blocks {self.blocks_in_image}, "

@@ -25,20 +25,47 @@ from .constants import (
     BatState,
 )
 
-__all__ = ["KIND_DATA", "KIND_INVALID", "KIND_ZERO", "BatGeometry", "BatTable", "make_entry"]
+__all__ = [
+    "KIND_DATA",
+    "KIND_INVALID",
+    "KIND_PARENT",
+    "KIND_PARTIAL",
+    "KIND_ZERO",
+    "BatGeometry",
+    "BatTable",
+    "make_entry",
+]
 
 #: payload block kinds, one byte each in :attr:`BatTable.kinds`
 KIND_ZERO = ord("Z")
 KIND_DATA = ord("D")
 KIND_INVALID = ord("X")
+#: differencing images only: NOT_PRESENT (the parent's bytes) and PARTIALLY_PRESENT (sector bitmap)
+KIND_PARENT = ord("P")
+KIND_PARTIAL = ord("B")
 
-_KIND_OF_STATE = bytes(
-    KIND_DATA if state == BatState.FULLY_PRESENT else KIND_ZERO if state in ZERO_READ_STATES else KIND_INVALID
-    for state in range(BAT_STATE_MASK + 1)
-)
-#: maps the low byte of an entry to the kind of its state
-_KIND_TABLE = bytes(_KIND_OF_STATE[b & BAT_STATE_MASK] for b in range(256))
-_RUNS = re.compile(rb"Z+|D+|X+")
+
+def _kind_of_state(state: int, has_parent: bool) -> int:
+    """NOT_PRESENT reads the parent in a differencing image (§2.5.1.1); PARTIALLY_PRESENT is valid
+    only there. Other zero-reading states (ZERO, UNMAPPED, UNDEFINED) read zeros in both, as Hyper-V's
+    trim leaves them and dissect.hypervisor reads them."""
+    if state == BatState.FULLY_PRESENT:
+        return KIND_DATA
+    if has_parent and state == BatState.NOT_PRESENT:
+        return KIND_PARENT
+    if has_parent and state == BatState.PARTIALLY_PRESENT:
+        return KIND_PARTIAL
+    return KIND_ZERO if state in ZERO_READ_STATES else KIND_INVALID
+
+
+#: per has_parent: the kind of each state, and the kind of each low byte of an entry
+_KIND_OF_STATE = {
+    flag: bytes(_kind_of_state(state, flag) for state in range(BAT_STATE_MASK + 1)) for flag in (False, True)
+}
+_KIND_TABLE = {
+    flag: bytes(kinds[b & BAT_STATE_MASK] for b in range(256)) for flag, kinds in _KIND_OF_STATE.items()
+}
+_RUNS = re.compile(rb"Z+|D+|X+|P+|B+")
 
 
 def make_entry(state: int, file_offset: int = 0) -> int:
@@ -109,7 +136,8 @@ class BatTable:
         self.geometry = geometry
         self.raw = raw
         self.entries = memoryview(raw).cast("Q")
-        low = raw[0::BAT_ENTRY_SIZE].translate(_KIND_TABLE)
+        self._kind_of_state = _KIND_OF_STATE[geometry.has_parent]
+        low = raw[0::BAT_ENTRY_SIZE].translate(_KIND_TABLE[geometry.has_parent])
         stride = geometry.chunk_ratio + 1
         self.kinds = bytearray().join(low[i : i + geometry.chunk_ratio] for i in range(0, len(low), stride))
 
@@ -127,7 +155,17 @@ class BatTable:
         """Store *value* for payload block *block*; returns its BAT index."""
         index = self.geometry.payload_index(block)
         self.entries[index] = value
-        self.kinds[block] = _KIND_OF_STATE[value & BAT_STATE_MASK]
+        self.kinds[block] = self._kind_of_state[value & BAT_STATE_MASK]
+        return index
+
+    def bitmap_entry(self, chunk: int) -> int:
+        """The raw sector bitmap entry of chunk *chunk* (differencing images)."""
+        return self.entries[self.geometry.bitmap_index(chunk)]
+
+    def set_bitmap_entry(self, chunk: int, value: int) -> int:
+        """Store the sector bitmap entry of chunk *chunk*; returns its BAT index."""
+        index = self.geometry.bitmap_index(chunk)
+        self.entries[index] = value
         return index
 
     def entry_bytes(self, index: int) -> bytes:

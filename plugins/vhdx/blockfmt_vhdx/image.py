@@ -13,16 +13,23 @@ Ordering rules (MS-VHDX §2.2.2, §2.3, §2.5):
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import struct
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from blockfmt.driver import Extent, FormatDriver, ImageInfo
-from blockfmt.errors import CorruptImageError, InvalidOptionError, LogReplayRequiredError
+from blockfmt.driver import BackingLink, Extent, FormatDriver, ImageInfo
+from blockfmt.errors import (
+    CorruptImageError,
+    InvalidOptionError,
+    LogReplayRequiredError,
+    UnsupportedOperationError,
+)
 from blockfmt.fileio import ImageFile
 
-from .bat import KIND_DATA, KIND_ZERO, BatGeometry, BatTable, make_entry
+from .bat import KIND_DATA, KIND_PARENT, KIND_PARTIAL, KIND_ZERO, BatGeometry, BatTable, make_entry
 from .constants import (
     BAT_ENTRY_SIZE,
     BAT_OFFSET_MASK,
@@ -31,8 +38,10 @@ from .constants import (
     BatState,
     MiB,
 )
+from .differencing import Differencing
 from .headers import HeaderPair, read_headers
-from .metadata import DiskParameters, read_metadata
+from .metadata import DiskParameters, build_metadata, read_metadata
+from .parent_locator import build_locator
 from .regions import FileRegions, check_log_fields, read_regions
 from .structs import FileIdentifier
 
@@ -98,6 +107,8 @@ class VhdxDriver(FormatDriver):
         self._log_writer: LogWriter | None = None
         #: BAT entries (block -> entry) in memory but not yet on disk; see stage_entries
         self._staged: dict[int, int] = {}
+        #: the parent-aware data path of a differencing image (HasParent), None otherwise
+        self.differencing = Differencing(self) if self.params.has_parent else None
 
     # -- open -------------------------------------------------------------------------------
 
@@ -147,21 +158,30 @@ class VhdxDriver(FormatDriver):
         """
         index = self.geometry.payload_index(block)
         offset = self.bat.entries[index] & BAT_OFFSET_MASK
-        end = offset + self.geometry.block_length(block)
+        self._check_span(
+            offset, self.geometry.block_length(block), self.block_size, f"VHDX BAT entry {index}"
+        )
+        return offset
+
+    def check_block_offset(self, offset: int, what: str) -> None:
+        """Check a 1 MiB sector bitmap block at *offset* as payload blocks are (*what* names its entry)."""
+        self._check_span(offset, MiB, MiB, what)
+
+    def _check_span(self, offset: int, length: int, footprint: int, what: str) -> None:
+        end = offset + length
         if offset >= self.file_size:
             raise CorruptImageError(
-                f"VHDX BAT entry {index} start offset {offset} points after end of file "
+                f"{what} start offset {offset} points after end of file "
                 f"({self.file_size}). Image has probably been truncated."
             )
         if end > self.file_size:
             raise CorruptImageError(
-                f"VHDX BAT entry {index} end offset {end - 1} points after end of file "
+                f"{what} end offset {end - 1} points after end of file "
                 f"({self.file_size}). Image has probably been truncated."
             )
-        span = self.regions.overlapping(offset, offset + self.block_size)
+        span = self.regions.overlapping(offset, offset + footprint)
         if span is not None:
-            raise CorruptImageError(f"VHDX BAT entry {index} offset {offset} overlaps the {span.name}")
-        return offset
+            raise CorruptImageError(f"{what} offset {offset} overlaps the {span.name}")
 
     def refresh_file_size(self) -> None:
         """Take the file's size anew: a check judges block offsets against the file as it is now."""
@@ -191,7 +211,7 @@ class VhdxDriver(FormatDriver):
         if seg is not None:
             yield seg[0], seg[1], seg[2]
 
-    def _runs(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
+    def bat_runs(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
         """Yield ``(kind, first_block, end_block)`` runs covering ``[offset, offset + length)``."""
         first = offset // self.block_size
         last = (offset + length - 1) // self.block_size
@@ -201,7 +221,7 @@ class VhdxDriver(FormatDriver):
 
     def readinto(self, offset: int, buf: memoryview) -> None:
         bs, length = self.block_size, len(buf)
-        for kind, start, end in self._runs(offset, length):
+        for kind, start, end in self.bat_runs(offset, length):
             if kind == KIND_ZERO:
                 lo = max(offset, start * bs)
                 hi = min(offset + length, end * bs)
@@ -212,13 +232,15 @@ class VhdxDriver(FormatDriver):
                     got = self.file.preadinto(view, host)
                     if got < n:  # the file shrank under us: what is gone reads as zeros
                         _fill_zeros(view[got:])
+            elif self.differencing is not None and kind in (KIND_PARENT, KIND_PARTIAL):
+                self.differencing.read_runs(offset, buf, kind, start, end)
             else:
                 raise self.invalid_state_error(start)
 
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
         """The real allocation: FULLY_PRESENT blocks are data at their host offset, others zeros."""
         bs = self.block_size
-        for kind, start, end in self._runs(offset, length):
+        for kind, start, end in self.bat_runs(offset, length):
             if kind == KIND_ZERO:
                 lo = max(offset, start * bs)
                 hi = min(offset + length, end * bs)
@@ -226,8 +248,66 @@ class VhdxDriver(FormatDriver):
             elif kind == KIND_DATA:
                 for virt, host, n in self._segments(offset, length, start, end):
                     yield Extent(virt, n, data=True, zero=False, host_offset=host)
+            elif self.differencing is not None and kind in (KIND_PARENT, KIND_PARTIAL):
+                yield from self.differencing.status_runs(offset, length, kind, start, end)
             else:
                 raise self.invalid_state_error(start)
+
+    # -- backing chain ----------------------------------------------------------------------
+
+    def backing_link(self) -> BackingLink | None:
+        if self.differencing is None:
+            return None
+        return self.differencing.backing_link(os.path.dirname(os.path.abspath(self.file.name)))
+
+    def verify_parent(self, parent: FormatDriver) -> str | None:
+        return None if self.differencing is None else self.differencing.verify_parent(parent)
+
+    def child_defaults(self) -> dict[str, Any]:
+        """A child shares the block and sector sizes; its blocks start NOT_PRESENT (read the parent)."""
+        return {
+            "block_size": self.block_size,
+            "logical_sector_size": self.params.logical_sector_size,
+            "physical_sector_size": self.params.physical_sector_size,
+            "block_state_zero": False,
+        }
+
+    def link_parent(self, parent: FormatDriver, relative_name: str) -> None:
+        """Write HasParent and a locator naming *parent*'s current DataWriteGuid, through the log.
+
+        An image that is not yet differencing must hold no block at all (a new one), since its
+        NOT_PRESENT blocks would start reading the parent's bytes.
+        """
+        headers = getattr(parent, "headers", None)
+        parent_params: DiskParameters | None = getattr(parent, "params", None)
+        if headers is None or parent_params is None:
+            raise InvalidOptionError("the backing file of a VHDX image must be a VHDX image")
+        if parent_params.disk_size != self.size:
+            raise InvalidOptionError(
+                f"a differencing VHDX must have its parent's virtual size ({parent_params.disk_size} bytes)"
+            )
+        if parent_params.logical_sector_size != self.params.logical_sector_size:
+            raise InvalidOptionError(
+                "a differencing VHDX must have its parent's logical sector size "
+                f"({parent_params.logical_sector_size} bytes)"
+            )
+        if self.differencing is None and self.bat.raw.strip(b"\0"):
+            raise UnsupportedOperationError(
+                f"'{self.file.name}' is not a differencing image and holds data; it cannot get a backing file"
+            )
+        locator = build_locator(headers.current.data_write_guid, relative_name)
+        params = dataclasses.replace(self.params, parent_locator=locator)
+        if params.geometry.entry_count * BAT_ENTRY_SIZE > self.regions.bat.length:
+            raise UnsupportedOperationError("the VHDX BAT region has no room for the sector bitmap entries")
+        metadata = build_metadata(params)
+        if len(metadata) > self.regions.metadata.length:
+            raise UnsupportedOperationError("the VHDX metadata region has no room for a parent locator")
+        self.begin_change()
+        self.commit_entries()
+        self._log().write_transaction([(self.regions.metadata.file_offset, metadata)])
+        self.params, self.geometry = params, params.geometry
+        self.bat = self._read_bat()
+        self.differencing = Differencing(self)
 
     def info(self) -> ImageInfo:
         return ImageInfo(
@@ -262,17 +342,32 @@ class VhdxDriver(FormatDriver):
         return self._log_writer
 
     def _allocation_end(self) -> int:
-        """Where the next block goes: past the file, every region and every data block, 1 MiB aligned."""
+        """Where the next block goes: past the file, every region, every data block and sector bitmap
+        block, 1 MiB aligned."""
         if self._alloc_end is None:
             end = max([self.file_size] + [span.end for span in self.regions.spans])
             for kind, start, stop in self.bat.runs(0, self.geometry.payload_blocks):
-                if kind == KIND_DATA:
+                if kind in (KIND_DATA, KIND_PARTIAL):
                     for block in range(start, stop):
                         offset = self.bat.entries[self.geometry.payload_index(block)] & BAT_OFFSET_MASK
                         if offset < self.file_size:
                             end = max(end, offset + self.block_size)
+            if self.geometry.has_parent:
+                for chunk in range(self.geometry.bitmap_blocks):
+                    offset = self.bat.bitmap_entry(chunk) & BAT_OFFSET_MASK
+                    if offset < self.file_size:
+                        end = max(end, offset + MiB)
             self._alloc_end = _round_up(end, OBJECT_ALIGNMENT)
         return self._alloc_end
+
+    def allocate(self, length: int) -> int:
+        """Reserve *length* bytes (whole MiB) at the end of the file, grown over them; returns the offset."""
+        cursor = self._allocation_end()
+        self._alloc_end = cursor + _round_up(length, OBJECT_ALIGNMENT)
+        if self._alloc_end > self.file_size:
+            self.file.truncate(self._alloc_end)
+            self.file_size = self._alloc_end
+        return cursor
 
     def stage_entries(self, new_entries: dict[int, int]) -> None:
         """Put BAT entries into the in-memory BAT now and on disk at the next :meth:`commit_entries`.
@@ -295,31 +390,46 @@ class VhdxDriver(FormatDriver):
         """
         if new_entries:
             self.stage_entries(new_entries)
-        if not self._staged:
+        by_index = {self.geometry.payload_index(block): value for block, value in self._staged.items()}
+        bitmap_pages: list[tuple[int, bytes]] = []
+        if self.differencing is not None:
+            bitmaps = self.differencing.bitmaps
+            by_index.update((self.geometry.bitmap_index(c), v) for c, v in bitmaps.staged_entries.items())
+            bitmap_pages = bitmaps.pending_updates()
+        if not by_index and not bitmap_pages:
             return False
         base = self.regions.bat.file_offset
         updates: list[tuple[int, bytes]] = []
         run_start = run_end = -1
         run = bytearray()
-        for block in sorted(self._staged):
-            index = self.geometry.payload_index(block)
+        for index in sorted(by_index):
             if index != run_end:
                 if run:
                     updates.append((base + run_start * BAT_ENTRY_SIZE, bytes(run)))
                 run, run_start = bytearray(), index
-            run += _ENTRY.pack(self._staged[block])
+            run += _ENTRY.pack(by_index[index])
             run_end = index + 1
-        updates.append((base + run_start * BAT_ENTRY_SIZE, bytes(run)))
-        self._log().write_transaction(updates)
+        if run:
+            updates.append((base + run_start * BAT_ENTRY_SIZE, bytes(run)))
+        self._log().write_transaction(updates + bitmap_pages)
         self._staged.clear()
+        if self.differencing is not None:
+            self.differencing.bitmaps.committed()
         return True
 
     def write(self, offset: int, data: memoryview) -> None:
         self.begin_change()
+        if self.differencing is not None:
+            self.differencing.write(offset, data)
+        else:
+            self.write_plain(offset, data)
+
+    def write_plain(self, offset: int, data: memoryview) -> None:
+        """Write into FULLY_PRESENT blocks in place and into zero-state blocks by allocating them."""
         bs, length = self.block_size, len(data)
         new_entries: dict[int, int] = {}
         segments: list[tuple[int, int, int]] = []
-        for kind, start, end in self._runs(offset, length):
+        for kind, start, end in self.bat_runs(offset, length):
             if kind == KIND_DATA:
                 segments.extend(self._segments(offset, length, start, end))
             elif kind == KIND_ZERO:
@@ -345,7 +455,7 @@ class VhdxDriver(FormatDriver):
         """Write zeros over the allocated parts of the range; unallocated parts already read as zero."""
         if length <= 0:
             return
-        for kind, start, end in self._runs(offset, length):
+        for kind, start, end in self.bat_runs(offset, length):
             if kind == KIND_DATA:
                 for _virt, host, n in self._segments(offset, length, start, end):
                     for pos in range(0, n, len(_ZEROS)):
@@ -384,16 +494,24 @@ class VhdxDriver(FormatDriver):
             self.file.punch_hole(host, n)
 
     def write_zeroes(self, offset: int, length: int, *, unmap: bool = False) -> None:
-        """Whole blocks become ZERO (no allocation); fixed images are zeroed in place (§2.6.2.1)."""
+        """Whole blocks become ZERO (no allocation); fixed images are zeroed in place (§2.6.2.1).
+
+        A differencing image gets zeros written: libvhdi reads a ZERO block of a child from the
+        parent, so blockfmt never writes that state into one (it reads ZERO as zeros, as the spec
+        and dissect.hypervisor do).
+        """
         self.begin_change()
-        if self.params.leave_blocks_allocated:
+        if self.differencing is not None:
+            FormatDriver.write_zeroes(self, offset, length)
+        elif self.params.leave_blocks_allocated:
             self._zero_in_place(offset, length)
         else:
             self._set_whole_blocks(offset, length, BatState.ZERO, only_data=False)
 
     def discard(self, offset: int, length: int) -> None:
-        """Allocated whole blocks become UNMAPPED and their space is punched; fixed images keep theirs."""
-        if self.params.leave_blocks_allocated:
+        """Allocated whole blocks become UNMAPPED and their space is punched; fixed images keep theirs,
+        and so do differencing images (UNMAPPED would hide the parent's bytes)."""
+        if self.params.leave_blocks_allocated or self.differencing is not None:
             return
         self.begin_change()
         self._set_whole_blocks(offset, length, BatState.UNMAPPED, only_data=True)

@@ -57,10 +57,16 @@ class DiskParameters:
     physical_sector_size: int
     page83: uuid.UUID
     leave_blocks_allocated: bool = False
+    #: the parent locator of a differencing image (HasParent set); None otherwise
+    parent_locator: ParentLocator | None = None
+
+    @property
+    def has_parent(self) -> bool:
+        return self.parent_locator is not None
 
     @property
     def geometry(self) -> BatGeometry:
-        return BatGeometry(self.disk_size, self.block_size, self.logical_sector_size)
+        return BatGeometry(self.disk_size, self.block_size, self.logical_sector_size, self.has_parent)
 
 
 def read_metadata(file: ImageFile, region_offset: int, region_length: int) -> DiskParameters:
@@ -97,15 +103,19 @@ def _check_item_bounds(entry: MetadataTableEntry, name: str, region_length: int)
 def parse_metadata(items: dict[uuid.UUID, bytes]) -> DiskParameters:
     """Validate the known items (by item GUID) and turn them into :class:`DiskParameters`.
 
-    :raises UnsupportedFeatureError: for a differencing image, naming its parent locator.
-    :raises CorruptImageError: for a missing or out-of-range item.
+    :raises CorruptImageError: for a missing or out-of-range item, or a differencing image
+        (HasParent) without a parent locator.
     """
     for guid, name in _REQUIRED_ITEMS.items():
         if guid not in items:
             raise CorruptImageError(f"VHDX metadata item {name} is missing")
     params = FileParameters.parse(items[FILE_PARAMETERS_GUID])
+    locator = None
     if params.has_parent:
-        raise UnsupportedFeatureError(_differencing_message(items.get(PARENT_LOCATOR_GUID)))
+        raw_locator = items.get(PARENT_LOCATOR_GUID)
+        if raw_locator is None:
+            raise CorruptImageError("VHDX differencing image (HasParent) has no parent locator")
+        locator = ParentLocator.parse(raw_locator)
     disk_size = _scalar(_U64, items[VIRTUAL_DISK_SIZE_GUID], "virtual disk size")
     logical = _scalar(_U32, items[LOGICAL_SECTOR_SIZE_GUID], "logical sector size")
     physical = _scalar(_U32, items[PHYSICAL_SECTOR_SIZE_GUID], "physical sector size")
@@ -128,12 +138,14 @@ def parse_metadata(items: dict[uuid.UUID, bytes]) -> DiskParameters:
         physical,
         uuid.UUID(bytes_le=page83[:_GUID_SIZE]),
         params.leave_blocks_allocated,
+        locator,
     )
 
 
 def build_metadata(params: DiskParameters) -> bytes:
-    """The metadata region of a new image: table, then the five required items at 64 KiB (§2.6)."""
-    file_parameters = FileParameters(params.block_size, params.leave_blocks_allocated)
+    """The metadata region of an image: table, then the required items at 64 KiB (§2.6), and the
+    parent locator of a differencing image (not a virtual-disk item, required: §2.6.2.6)."""
+    file_parameters = FileParameters(params.block_size, params.leave_blocks_allocated, params.has_parent)
     payloads = [
         (FILE_PARAMETERS_GUID, False, file_parameters.pack()),
         (VIRTUAL_DISK_SIZE_GUID, True, _U64.pack(params.disk_size)),
@@ -141,6 +153,8 @@ def build_metadata(params: DiskParameters) -> bytes:
         (LOGICAL_SECTOR_SIZE_GUID, True, _U32.pack(params.logical_sector_size)),
         (PHYSICAL_SECTOR_SIZE_GUID, True, _U32.pack(params.physical_sector_size)),
     ]
+    if params.parent_locator is not None:
+        payloads.append((PARENT_LOCATOR_GUID, False, params.parent_locator.pack()))
     entries = []
     data = bytearray()
     for guid, virtual_disk, payload in payloads:
@@ -155,11 +169,3 @@ def _scalar(fmt: struct.Struct, raw: bytes, name: str) -> int:
     if len(raw) < fmt.size:
         raise CorruptImageError(f"VHDX metadata item {name} is truncated")
     return fmt.unpack_from(raw)[0]
-
-
-def _differencing_message(raw: bytes | None) -> str:
-    if raw is None:
-        return "VHDX differencing images are not supported (and this one has no parent locator)"
-    locator = ParentLocator.parse(raw)
-    pairs = ", ".join(f"{key}={value}" for key, value in locator.entries)
-    return f"VHDX differencing images are not supported (parent locator: {pairs or 'empty'})"
