@@ -226,11 +226,12 @@ class _Copier:
 
         Skipping file holes matters for blocks that were allocated but only partly written (a
         16 MiB VHDX block holding 8 MiB of data is half hole); ``qemu-img`` 7.2 reads those.
-        An unallocated range that is not marked zero (a format without zero knowledge) is read.
+        An unallocated range that is not marked zero (a format without zero knowledge) is read, and
+        so is data a backing file holds (its host offset is in another file than the source's).
         """
         if ext.zero:
             yield _Chunk(ext.offset, ext.length, False, None)
-        elif not ext.data or ext.host_offset is None or self._source_file is None:
+        elif not ext.data or ext.host_offset is None or ext.depth or self._source_file is None:
             yield _Chunk(ext.offset, ext.length, True, None)
         else:
             delta = ext.offset - ext.host_offset

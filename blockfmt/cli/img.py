@@ -19,7 +19,7 @@ from ..errors import BlockFormatError, InvalidOptionError, UnsupportedOperationE
 from ..host import Host, default_host
 from ..image import Image
 from ..options import coerce_create_options, parse_option_list
-from . import render
+from . import chain_commands, render
 from .args import INT64_MAX, NumberError, cvtnum, gnu_getopt
 from .opening import open_from_cli
 from .plugins import cli_host, list_plugins
@@ -56,11 +56,13 @@ blockfmt disk image utility (qemu-img compatible)
 
 Command syntax:
   check [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] [-q] filename
+  commit [-f fmt] [-d] [-q] filename
   compare [-f fmt] [-F fmt] [-q] [-s] [-U] filename1 filename2
   convert [-f fmt] [-O output_fmt] [-o options] [-p] [-q] [-U] filename output_filename
-  create [-f fmt] [-o options] [-q] filename [size]
-  info [-f fmt] [--output=ofmt] [-U] filename
+  create [-f fmt] [-o options] [-b backing_file [-F backing_fmt]] [-q] filename [size]
+  info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename
   map [-f fmt] [--output=ofmt] [-U] filename
+  rebase [-f fmt] [-F backing_fmt] [-u] [-q] -b backing_file filename
 """
 
 Command = Callable[[list[str], Reporter, Host], int]
@@ -145,14 +147,20 @@ def _canonical_names(spec: FormatSpec, keys: Sequence[str]) -> set[str]:
 
 
 def cmd_create(args: list[str], rep: Reporter, host: Host) -> int:
-    """``create [-f fmt] [-o options] [-q] filename [size]``."""
-    opts, operands = gnu_getopt(args, "f:ho:q", ["help"])
+    """``create [-f fmt] [-o options] [-b backing_file [-F backing_fmt]] [-q] filename [size]``."""
+    opts, operands = gnu_getopt(args, "f:ho:qb:F:u", ["help"])
     fmt, option_texts, quiet = DEFAULT_FORMAT, [], False
+    backing: str | None = None
+    backing_fmt: str | None = None
     for opt, value in opts:
         if opt in ("-h", "--help"):
             return _help(rep)
         if opt == "-f":
             fmt = value
+        elif opt == "-b":
+            backing = value
+        elif opt == "-F":
+            backing_fmt = value
         elif opt == "-o":
             option_texts.append(_option_list(value))
         elif opt == "-q":
@@ -169,18 +177,27 @@ def cmd_create(args: list[str], rep: Reporter, host: Host) -> int:
     try:
         spec = host.spec(fmt)
         given = dict(pairs)
+        backing = backing or given.pop("backing_file", None)
+        backing_fmt = backing_fmt or given.pop("backing_fmt", None)
         values = coerce_create_options(spec, given)
         if size is None:
             size = values.get("size")
+        linked: dict[str, str] = {}
+        if backing:
+            parent_fmt, parent_size = chain_commands.backing_facts(filename, backing, backing_fmt, host)
+            linked = {"backing_file": backing, "backing_fmt": parent_fmt}
+            size = parent_size if size is None else size
         if size is None:
             raise InvalidOptionError("Image creation needs a size parameter")
         values["size"] = size
         if not quiet:
-            rep.out(
-                render.formatting_line(filename, spec, values, _canonical_names(spec, list(given)) | {"size"})
+            line = render.formatting_line(
+                filename, spec, values, _canonical_names(spec, list(given)) | {"size"}
             )
+            extra = "".join(f" {key}={value}" for key, value in linked.items())
+            rep.out(line.replace(f" size={size}", f" size={size}{extra}", 1))
         given.pop("size", None)
-        create_image(filename, fmt, size, host=host, **given)
+        create_image(filename, fmt, size, host=host, **given, **linked)
     except BlockFormatError as err:
         raise _Reported(err, f"{filename}: ") from err
     return EXIT_OK
@@ -196,6 +213,7 @@ class _ImageCommand:
     force_share: bool = False
     quiet: bool = False
     repair: RepairMode = RepairMode.NONE
+    backing_chain: bool = False
 
 
 def _image_command(args: list[str], short: str = "", long: Sequence[str] = ()) -> _ImageCommand | None:
@@ -212,6 +230,8 @@ def _image_command(args: list[str], short: str = "", long: Sequence[str] = ()) -
             command.output = _output_format(value)
         elif opt in ("-U", "--force-share"):
             command.force_share = True
+        elif opt == "--backing-chain":
+            command.backing_chain = True
         elif opt == "-q":
             command.quiet = True
         elif opt in ("-r", "--repair"):
@@ -232,16 +252,13 @@ def _open_command(rep: Reporter, host: Host, command: _ImageCommand, *, read_onl
 
 
 def cmd_info(args: list[str], rep: Reporter, host: Host) -> int:
-    """``info [-f fmt] [--output=ofmt] [-U] filename``."""
-    command = _image_command(args)
+    """``info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename``."""
+    command = _image_command(args, long=["backing-chain"])
     if command is None:
         return _help(rep)
     with _open_command(rep, host, command, read_only=True) as image:
-        details = image.info()
-        facts = render.InfoFacts(
-            image.filename, image.format, image.size, image.actual_size(), details.cluster_size, details.dirty
-        )
-    rep.out(render.info_json(facts) if command.output == "json" else render.info_human(facts))
+        text = chain_commands.info_text(image, command.output, command.backing_chain)
+    rep.out(text)
     return EXIT_OK
 
 
@@ -302,11 +319,12 @@ def cmd_map(args: list[str], rep: Reporter, host: Host) -> int:
     with _open_command(rep, host, command, read_only=True) as image:
         extents = image.map()
         filename = image.filename
+        names = chain_commands.layer_names(image)
     if command.output == "json":
         rep.out(render.map_json(extents))
         return EXIT_OK
     rep.out(render.MAP_HUMAN_HEADER)
-    rows, complete = render.map_human(extents, filename)
+    rows, complete = render.map_human(extents, filename, names)
     rep.out(rows)
     if not complete:
         raise _Failure("File contains external, encrypted or compressed clusters.")
@@ -442,6 +460,8 @@ def _help(rep: Reporter) -> int:
 
 COMMANDS: dict[str, Command] = {
     "check": cmd_check,
+    "commit": lambda args, rep, host: chain_commands.cmd_commit(args, rep, host, _help),
+    "rebase": lambda args, rep, host: chain_commands.cmd_rebase(args, rep, host, _help),
     "compare": cmd_compare,
     "convert": cmd_convert,
     "create": cmd_create,

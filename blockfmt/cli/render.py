@@ -29,6 +29,8 @@ __all__ = [
     "cvtstr",
     "dump_buffer",
     "formatting_line",
+    "info_chain_human",
+    "info_chain_json",
     "info_human",
     "info_json",
     "io_report",
@@ -164,6 +166,8 @@ class InfoFacts:
 
     :ivar actual_size: bytes on disk, None when unknown (printed as ``unavailable``).
     :ivar cluster_size: None or 0 when the format has none (raw): the line is left out.
+    :ivar backing_filename: the parent's name as the image stores it; None without a backing file.
+    :ivar full_backing_filename: that name taken from the image's directory (QEMU's combined path).
     """
 
     filename: str
@@ -172,6 +176,9 @@ class InfoFacts:
     actual_size: int | None
     cluster_size: int | None
     dirty: bool
+    backing_filename: str | None = None
+    full_backing_filename: str | None = None
+    backing_format: str | None = None
 
 
 def info_human(facts: InfoFacts) -> str:
@@ -185,6 +192,13 @@ def info_human(facts: InfoFacts) -> str:
         text += f"cluster_size: {facts.cluster_size}\n"
     if facts.dirty:
         text += "cleanly shut down: no\n"
+    if facts.backing_filename is not None:
+        text += f"backing file: {facts.backing_filename}"
+        if facts.full_backing_filename != facts.backing_filename:
+            text += f" (actual path: {facts.full_backing_filename})"
+        text += "\n"
+        if facts.backing_format is not None:
+            text += f"backing file format: {facts.backing_format}\n"
     return text
 
 
@@ -196,7 +210,23 @@ def info_json(facts: InfoFacts) -> str:
     fields["virtual-size"] = facts.virtual_size
     if facts.cluster_size:
         fields["cluster-size"] = facts.cluster_size
+    if facts.backing_filename is not None:
+        fields["backing-filename"] = facts.backing_filename
+        fields["full-backing-filename"] = facts.full_backing_filename
+        if facts.backing_format is not None:
+            fields["backing-filename-format"] = facts.backing_format
     return qobject_json(fields)
+
+
+def info_chain_human(chain: Sequence[InfoFacts]) -> str:
+    """``qemu-img info --backing-chain``: each image's block, a blank line between them."""
+    return "\n".join(info_human(facts) for facts in chain)
+
+
+def info_chain_json(chain: Sequence[InfoFacts]) -> str:
+    """``qemu-img info --backing-chain --output=json``: a list of the images' objects, top first."""
+    blocks = ["    " + info_json(facts).rstrip("\n").replace("\n", "\n    ") for facts in chain]
+    return "[\n" + ",\n".join(blocks) + "\n]\n"
 
 
 # -------------------------------------------------------------------------
@@ -275,8 +305,11 @@ def _c_hex(value: int) -> str:
     return f"{value:#x}" if value else "0"
 
 
-def map_human(extents: Iterable[Extent], filename: str) -> tuple[str, bool]:
+def map_human(extents: Iterable[Extent], filename: str, layer_names: Sequence[str] = ()) -> tuple[str, bool]:
     """The data rows of ``qemu-img map`` (no header), and whether every data extent could be shown.
+
+    *layer_names* are the file names of a backing chain, top first; a row names the layer
+    (:attr:`Extent.depth`) that holds it, as qemu-img does.
 
     The human format lists only extents holding data, so zero and unallocated runs never show.
     qemu-img stops at the first data extent without a host offset (it has nothing to print there).
@@ -288,19 +321,20 @@ def map_human(extents: Iterable[Extent], filename: str) -> tuple[str, bool]:
         if ext.host_offset is None:
             return "".join(rows), False
         if not ext.zero:
+            name = layer_names[ext.depth] if ext.depth < len(layer_names) else filename
             rows.append(
-                f"{_c_hex(ext.offset):<16}{_c_hex(ext.length):<16}{_c_hex(ext.host_offset):<16}{filename}\n"
+                f"{_c_hex(ext.offset):<16}{_c_hex(ext.length):<16}{_c_hex(ext.host_offset):<16}{name}\n"
             )
     return "".join(rows), True
 
 
 def map_json(extents: Sequence[Extent]) -> str:
-    """``qemu-img map --output=json``: one extent per line, depth 0 (no backing files)."""
+    """``qemu-img map --output=json``: one extent per line, with the layer that holds it (``depth``)."""
     rows = []
     for ext in extents:
         row = (
-            f'{{ "start": {ext.offset}, "length": {ext.length}, "depth": 0, '
-            f'"present": {_json_scalar(ext.data or ext.zero)}, "zero": {_json_scalar(ext.zero)}, '
+            f'{{ "start": {ext.offset}, "length": {ext.length}, "depth": {ext.depth}, '
+            f'"present": {_json_scalar(ext.present)}, "zero": {_json_scalar(ext.zero)}, '
             f'"data": {_json_scalar(ext.data)}'
         )
         if ext.host_offset is not None:

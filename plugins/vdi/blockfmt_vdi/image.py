@@ -312,15 +312,20 @@ class VdiDriver(FormatDriver):
         self.file_end = max(self.file_end, host + count * bs)
 
     def write_zeroes(self, offset: int, length: int, *, unmap: bool = False) -> None:
-        """Zero a range without allocating: unallocated and discarded blocks already read as zeros.
+        """Zero a range without allocating: unallocated and discarded blocks already read as zeros,
+        except the blocks a differencing image reads from its parent, which get zeros written.
 
         Allocated bytes are zeroed in place (a hole punched in the file); with *unmap*, whole
         allocated blocks of a dynamic image are discarded instead.
         """
         if unmap:
             self.discard(offset, length)
-        for run, start, stop in self._runs(offset, length):
-            if run.entry is not None:
+        for run, start, stop in list(self._runs(offset, length)):  # writes below change the map
+            if run.entry is None:  # in a child, what the parent supplies gets zeros written
+                for from_parent, lo, hi in list(self._unallocated_parts(run, start, stop)):
+                    if from_parent:
+                        FormatDriver.write_zeroes(self, lo, hi - lo)
+            else:
                 host = self._run_host(run, start)
                 if host + stop - start > self.file_end:
                     raise self._beyond_eof(run, start)

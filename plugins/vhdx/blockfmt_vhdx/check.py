@@ -16,7 +16,7 @@ import itertools
 from blockfmt.driver import CheckResult, RepairMode
 from blockfmt.errors import CorruptImageError
 
-from .bat import KIND_DATA, KIND_ZERO, make_entry
+from .bat import KIND_DATA, KIND_PARENT, KIND_PARTIAL, KIND_ZERO, make_entry
 from .constants import BatState
 from .image import VhdxDriver
 
@@ -33,11 +33,11 @@ def check_image(driver: VhdxDriver, repair: RepairMode) -> CheckResult:
     fixes: dict[int, int] = {}
     placed: list[tuple[int, int]] = []
     for kind, start, stop in bat.runs(0, geometry.payload_blocks):
-        if kind == KIND_ZERO:
+        if kind in (KIND_ZERO, KIND_PARENT):
             continue
         for block in range(start, stop):
             try:
-                if kind != KIND_DATA:
+                if kind not in (KIND_DATA, KIND_PARTIAL):
                     raise driver.invalid_state_error(block)
                 offset = driver.data_offset(block)
             except CorruptImageError as err:
@@ -45,6 +45,10 @@ def check_image(driver: VhdxDriver, repair: RepairMode) -> CheckResult:
                 fixes[block] = make_entry(BatState.ZERO)
                 continue
             placed.append((offset, block))
+    if driver.differencing is not None:
+        bitmap_problems = driver.differencing.bitmaps.check()
+        result.messages.extend(bitmap_problems)
+        result.corruptions += len(bitmap_problems)
     placed.sort()
     for (prev_offset, prev_block), (offset, block) in itertools.pairwise(placed):
         if prev_offset + block_size > offset:

@@ -119,6 +119,16 @@ class SectorBitmaps:
         for present, first, n in bit_runs(bitmap, bit, count):
             yield present, first - bit + sector, n
 
+    def check(self) -> list[str]:
+        """One message per sector bitmap entry with an invalid state or an unusable offset (check)."""
+        problems = []
+        for chunk in range(self.bat.geometry.bitmap_blocks):
+            try:
+                self._offset(chunk)
+            except CorruptImageError as err:
+                problems.append(err.message)
+        return problems
+
     def mark_present(self, block: int, sector: int, count: int) -> None:
         """Set the bits of sectors ``[sector, sector + count)`` of *block*, allocating the bitmap block."""
         chunk, bit = self._position(block, sector)
