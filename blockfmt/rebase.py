@@ -40,7 +40,7 @@ def rebase(
     new_path = backing if os.path.isabs(backing) else os.path.join(child_dir, backing)
     copied = 0
     with open_image(new_path, backing_format, host=host) as new_parent:
-        if new_parent.size != open_size(path, format, host):
+        if new_parent.size != _virtual_size(path, format, host):
             raise InvalidOptionError(f"'{backing}' does not have the size of '{os.fspath(path)}'")
         if not unsafe:
             copied = _copy_differences(path, format, new_parent, host)
@@ -49,7 +49,8 @@ def rebase(
     return copied
 
 
-def open_size(path: str | os.PathLike[str], format: str | None, host: Host) -> int:
+def _virtual_size(path: str | os.PathLike[str], format: str | None, host: Host) -> int:
+    """The image's own size, read without opening its (old) chain."""
     with open_image(path, format, open_backing=False, host=host) as image:
         return image.size
 

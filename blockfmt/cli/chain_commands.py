@@ -81,7 +81,7 @@ def info_text(image: Image, output: str, backing_chain: bool) -> str:
 def backing_facts(filename: str, backing: str, backing_fmt: str | None, host: Host) -> tuple[str, int]:
     """The format and virtual size of the parent ``create -b`` names, found from the new image's
     directory as qemu-img finds it: a child takes both unless given."""
-    path = backing if os.path.isabs(backing) else os.path.join(os.path.dirname(filename) or ".", backing)
+    path = os.path.join(os.path.dirname(filename), backing)  # an absolute *backing* stays as it is
     with open_image(path, backing_fmt, host=host) as parent:
         return parent.format, parent.size
 

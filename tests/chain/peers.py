@@ -19,8 +19,8 @@ from dissect.hypervisor.disk.vhdx import VHDX
 MiB = 1 << 20
 
 
-def read_libvhdi(paths: Sequence[Path], size: int) -> bytes:
-    """Read the top of a VHDX chain (*paths* base first) with libvhdi."""
+def read_libvhdi(paths: Sequence[Path], size: int, offset: int = 0) -> bytes:
+    """Read *size* bytes at *offset* of the top of a VHDX chain (*paths* base first) with libvhdi."""
     files: list[Any] = []
     try:
         for path in paths:
@@ -29,17 +29,17 @@ def read_libvhdi(paths: Sequence[Path], size: int) -> bytes:
             if files:
                 handle.set_parent(files[-1])
             files.append(handle)
-        return files[-1].read_buffer_at_offset(size, 0)
+        return files[-1].read_buffer_at_offset(size, offset)
     finally:
         for handle in reversed(files):
             handle.close()
 
 
-def read_dissect_vhdx(top: Path, size: int) -> bytes:
+def read_dissect_vhdx(top: Path, size: int, offset: int = 0) -> bytes:
     """Read a VHDX chain with dissect, which opens the parents from the locator itself."""
     disk = VHDX(top)
     try:
-        disk.seek(0)
+        disk.seek(offset)
         return disk.read(size)
     finally:
         layer: Any = disk

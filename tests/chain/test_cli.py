@@ -162,3 +162,26 @@ def test_convert_flattens_compare_and_check_see_the_chain(img, tmp_path, fmt, na
     assert img("compare", names[0], names[1])[1] == f"Content mismatch at offset {MiB}!\n"
     assert img("check", names[1]) == (0, "No errors were found on the image.\n", "")
     assert img("info", names[1])[1].endswith(f"backing file: {names[0]}\nbacking file format: {fmt}\n")
+
+
+def test_chain_command_errors_are_one_line(img, tmp_path):
+    """The outputs pass the iotests filters, which spell the program ``qemu-img``."""
+    build(img, tmp_path, "vhdx", ("base.vhdx",))
+    blockfmt.create(tmp_path / "other.vdi", "vdi", SIZE)
+    assert img("commit", "base.vhdx") == (1, "", "qemu-img: Image does not have a backing file\n")
+    errors = {
+        "missing.vhdx": "Could not open 'missing.vhdx': No such file or directory",
+        "other.vdi": "a vhdx image needs a vhdx backing file, and 'other.vdi' is vdi",
+    }
+    for backing, message in errors.items():
+        assert img("create", "-q", "-f", "vhdx", "-b", backing, "c.avhdx") == (
+            1,
+            "",
+            f"qemu-img: c.avhdx: {message}\n",
+        )
+    size_error = "a differencing VHDX must have its parent's virtual size (8388608 bytes)"
+    assert (
+        img("create", "-q", "-f", "vhdx", "-b", "base.vhdx", "c.avhdx", "16M")[2]
+        == f"qemu-img: c.avhdx: {size_error}\n"
+    )
+    assert not (tmp_path / "c.avhdx").exists()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import array
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from blockfmt.driver import BackingLink, Extent, FormatDriver, ImageInfo
 from blockfmt.errors import CorruptImageError, InvalidOptionError, UnsupportedOperationError
@@ -84,9 +83,6 @@ class VdiDriver(FormatDriver):
         if not isinstance(parent, VdiDriver):
             return f"the parent '{parent.file.name}' of a differencing VDI must be a VDI image"
         return differencing.mismatch(self.header, parent.header, self.file.name, parent.file.name)
-
-    def child_defaults(self) -> dict[str, Any]:
-        return {}
 
     def link_parent(self, parent: FormatDriver, relative_name: str) -> None:
         """Write type 4 and *parent*'s UUIDs into the header (a new image, or a child being rebased)."""
