@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..api import open as open_image
+from ..chain import attach_parents
 from ..errors import BlockIOError, InvalidOptionError, UnsupportedFormatError
 from ..fileio import ImageFile, OsImageFile, clone_file_range
 from ..host import PROBE_SIZE, Host
@@ -135,7 +136,13 @@ def open_node(host: Host, node: Node, *, read_only: bool, force_share: bool, sna
     except BaseException:
         file.close()
         raise
-    return Image(hooks, format, file, driver, read_only=read_only)
+    image = Image(hooks, format, file, driver, read_only=read_only)
+    try:
+        attach_parents(image, host=host, force_share=force_share)  # a differencing image's chain
+    except BaseException:
+        image.close()
+        raise
+    return image
 
 
 def _check_file_type(node: FileNode, file: OsImageFile) -> None:
