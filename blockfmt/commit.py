@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 
 from .api import open as open_image
+from .driver import FormatDriver
 from .errors import InvalidOptionError
 from .host import Host, default_host
+from .image import Image
 
-__all__ = ["COPY_CHUNK", "commit"]
+__all__ = ["COPY_CHUNK", "commit", "copy_child"]
 
 #: bytes copied per request
 COPY_CHUNK = 4 << 20
@@ -34,21 +36,27 @@ def commit(path: str | os.PathLike[str], format: str | None = None, *, host: Hos
             raise InvalidOptionError("Image does not have a backing file")
         parent_path, parent_format = child.backing.filename, child.backing.format
         child_format = child.format
-    copied = 0
     with open_image(parent_path, parent_format, read_only=False, host=host) as parent:
         with open_image(path, child_format, open_backing=False, host=host) as alone:
-            for ext in alone.map():
-                if not ext.present:
-                    continue
-                for offset in range(ext.offset, ext.offset + ext.length, COPY_CHUNK):
-                    length = min(COPY_CHUNK, ext.offset + ext.length - offset)
-                    if ext.zero and not ext.data:
-                        parent.write_zeroes(offset, length)
-                    else:
-                        parent.write_at(offset, alone.read_at(offset, length))
-                    copied += length
+            copied = copy_child(alone, parent.driver)
         parent.flush()
         with open_image(path, child_format, read_only=False, open_backing=False, host=host) as relinked:
             child_dir = os.path.dirname(os.path.abspath(os.fspath(path)))
             relinked.driver.link_parent(parent.driver, os.path.relpath(parent_path, child_dir))
+    return copied
+
+
+def copy_child(child: Image, parent: FormatDriver) -> int:
+    """Write every range the *child* (opened alone) holds into the *parent* driver; returns the bytes."""
+    copied = 0
+    for ext in child.map():
+        if not ext.present:
+            continue
+        for offset in range(ext.offset, ext.offset + ext.length, COPY_CHUNK):
+            length = min(COPY_CHUNK, ext.offset + ext.length - offset)
+            if ext.zero and not ext.data:
+                parent.write_zeroes(offset, length)
+            else:
+                parent.write(offset, memoryview(child.read_at(offset, length)))
+            copied += length
     return copied
