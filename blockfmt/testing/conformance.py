@@ -23,7 +23,8 @@ the hook contract (probe claims the format's own images and no other format's; o
 create and check through the host; a sane :class:`~blockfmt.driver.FormatSpec`; block status
 covering a range exactly), hostile input (truncated files, garbage headers: only
 :class:`~blockfmt.errors.BlockFormatError` may escape), and round trips through raw and, for
-formats QEMU knows, through ``qemu-img``/``qemu-io`` (tests marked ``qemu``).
+formats QEMU knows, through ``qemu-img``/``qemu-io`` (tests marked ``qemu``). A test that cannot
+run for the format (no writes, unknown to QEMU) is reported as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -266,7 +267,7 @@ class AbstractFormatTests(FormatFixtures):
         self, host: Host, image: Path, format_name: str, supports_write: bool, sector_size: int
     ) -> None:
         if not supports_write:
-            return
+            pytest.skip(f"{format_name} does not write (supports_write is False)")
         with blockfmt.open(image, format_name, read_only=False, host=host) as img:
             img.write_at(0, _pattern(img.size, 11))
             for unmap in (False, True):
@@ -378,7 +379,7 @@ class AbstractFormatTests(FormatFixtures):
         supports_write: bool,
     ) -> None:
         if not supports_write:
-            return
+            pytest.skip(f"{format_name} does not write (supports_write is False)")
         content = _pattern(image_size, 5)
         raw = tmp_path / "content.raw"
         blockfmt.create(raw, "raw", image_size, host=host)
@@ -414,8 +415,10 @@ class AbstractFormatTests(FormatFixtures):
         """QEMU reads what we wrote, we read what QEMU wrote, and ``qemu-img check`` agrees."""
         from blockfmt.testing.qemu import run_tool
 
-        if qemu_format is None or not supports_write:
-            return
+        if qemu_format is None:
+            pytest.skip(f"QEMU does not know the format {format_name!r} (the qemu_format fixture is None)")
+        if not supports_write:
+            pytest.skip(f"{format_name} does not write (supports_write is False)")
         ours = _pattern(MiB + 512, 9)
         with blockfmt.open(image, format_name, read_only=False, host=host) as img:
             img.write_at(512, ours)

@@ -107,11 +107,13 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     install(site, "typo_fmt", "0.3", {"typofmt_plugin": SYNTAX_ERROR_PLUGIN}, {"typo": "typofmt_plugin"})
     install(site, "needy-fmt", "2.0", {"needyfmt_plugin": IMPORT_ERROR_PLUGIN}, {"needy": "needyfmt_plugin"})
     monkeypatch.syspath_prepend(str(site))
-    for variable in ("BLOCKFMT_DISABLE_PLUGIN_AUTOLOAD", "BLOCKFMT_PLUGINS"):
-        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("BLOCKFMT_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    # only these: other third-party plugins may be installed in the test environment (the example)
+    monkeypatch.setenv("BLOCKFMT_PLUGINS", SITE_PLUGINS)
     return site
 
 
+SITE_PLUGINS = "good,typo,needy"
 TYPO_ERROR = (
     "format plugin 'typo' (from typo_fmt 0.3) failed to load and is skipped: "
     "SyntaxError: invalid syntax (typofmt_plugin.py, line 3)"
@@ -135,9 +137,12 @@ def test_broken_plugins_are_skipped_and_named(site: Path, tmp_path: Path) -> Non
             assert (image.size, image.read_at(0, 4096)) == (1 << 20, bytes(4096))
 
 
-def test_plugin_with_a_rejected_hook_leaves_nothing_behind(site: Path) -> None:
+def test_plugin_with_a_rejected_hook_leaves_nothing_behind(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """pluggy rejects the misspelt hook after the good one registered: neither stays."""
     install(site, "badhook", "1", {"badhook_plugin": BAD_HOOK_PLUGIN}, {"badhook": "badhook_plugin"})
+    monkeypatch.setenv("BLOCKFMT_PLUGINS", f"{SITE_PLUGINS},badhook")
     host = Host(get_plugin_manager())
     assert "badhook" not in host.formats
     assert not host.pm.has_plugin("badhook")
@@ -146,9 +151,12 @@ def test_plugin_with_a_rejected_hook_leaves_nothing_behind(site: Path) -> None:
     assert "blockfmt_opne" in error and "\n" not in error
 
 
-def test_plugin_claiming_a_taken_format_is_skipped(site: Path, tmp_path: Path) -> None:
+def test_plugin_claiming_a_taken_format_is_skipped(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A third party cannot take over vhdx: it is reported and the built-in keeps serving."""
     install(site, "impostor", "1", {"impostor_plugin": IMPOSTOR_PLUGIN}, {"impostor": "impostor_plugin"})
+    monkeypatch.setenv("BLOCKFMT_PLUGINS", f"{SITE_PLUGINS},impostor")
     host = Host(get_plugin_manager())
     assert host.formats["vhdx"].plugin_name == "vhdx"
     assert (
@@ -177,7 +185,7 @@ def test_entry_points_match_importlib_metadata(site: Path) -> None:
         ours = sorted((ep.name, ep.value) for ep in find_entry_points(group))
         theirs = sorted((ep.name, ep.value) for ep in importlib.metadata.entry_points(group=group))
         assert ours == theirs, group
-    by_name = {ep.name: ep.distribution for ep in find_entry_points(ENTRY_POINT_GROUP)}
+    by_name = {ep.name: ep.distribution for ep in find_entry_points(ENTRY_POINT_GROUP, [str(site)])}
     assert by_name == {"good": "goodfmt 1.0", "typo": "typo_fmt 0.3", "needy": "needy-fmt 2.0"}
 
 
@@ -185,7 +193,7 @@ def cli(site: Path, cwd: Path, *args: str, **env: str) -> subprocess.CompletedPr
     """Run blockfmt-img (of this environment) with *site* on PYTHONPATH."""
     script = Path(sys.executable).with_name("blockfmt-img")
     environ = {k: v for k, v in os.environ.items() if not k.startswith("BLOCKFMT_")}
-    environ.update(env, PYTHONPATH=str(site))
+    environ.update({"BLOCKFMT_PLUGINS": SITE_PLUGINS, **env}, PYTHONPATH=str(site))
     return subprocess.run(
         [str(script), *args], capture_output=True, text=True, cwd=cwd, env=environ, timeout=60, check=False
     )

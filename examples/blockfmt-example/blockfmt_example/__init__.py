@@ -1,0 +1,1 @@
+"""An example blockfmt format plugin: the format ``example``."""
