@@ -41,8 +41,9 @@ class ExampleDriver(FormatDriver):
         for _, within, count, host in self._pieces(offset, len(buf)):
             piece = buf[done : done + count]
             if host:
-                got = self.file.preadinto(piece, host + within)
-                if got < count:
+                if host + within + count > self.file_end:
+                    raise CorruptImageError(f"example data block at {host} lies beyond the end of the file")
+                if self.file.preadinto(piece, host + within) < count:
                     raise CorruptImageError(f"example data block at {host} lies beyond the end of the file")
             else:
                 piece[:] = bytes(count)
