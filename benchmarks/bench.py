@@ -39,8 +39,13 @@ fresh memory, such as the page cache of a new 1 GiB output, stalls for 2-4 s at 
 either side, and in bad phases in most runs. When ``ratio`` and ``r best`` disagree, rerun with
 more ``--repeat``.
 
+* ``start-up FMT``: ``qemu-img info`` against ``blockfmt-img info`` of a small (64 MiB) image, both
+  as whole processes (interpreter start, imports and plugin loading included: what a script that
+  runs the tool hundreds of times, such as qemu-iotests, pays each time).
+
 ``--check`` exits 1 when a target is missed: ratio <= 1.0 for convert and sequential reads, and
-for VHDX allocating writes; open below 0.2 s (operation time) and below 100 MiB peak RSS.
+for VHDX allocating writes; open below 0.2 s (operation time) and below 100 MiB peak RSS;
+start-up at most 0.1 s.
 """
 
 from __future__ import annotations
@@ -72,6 +77,9 @@ READ_REQUEST = 1 * MiB
 #: the size of the data runs scattered over the sparse source
 SPARSE_RUN = 8 * MiB
 OPEN_SIZE = 64 * TiB
+STARTUP_SIZE = 64 * MiB
+#: the start-up target: a whole ``blockfmt-img info`` process, median wall time
+MAX_STARTUP_SECONDS = 0.1
 #: a raw disk is a file of its size, and ext4 caps files at 16 TiB
 OPEN_SIZE_RAW = 8 * TiB
 WRITE_DISK_SIZE = 64 * GiB
@@ -117,6 +125,8 @@ class Case:
     prepare: Callable[[], object] = lambda: None
     ratio_target: float | None = None
     open_target: bool = False
+    #: both sides are timed as whole processes, blockfmt's included (the start-up case)
+    whole_process: bool = False
     qemu_samples: list[Sample] = field(default_factory=list)
     blockfmt_samples: list[Sample] = field(default_factory=list)
 
@@ -151,9 +161,10 @@ def run_process(argv: Sequence[str], env_extra: dict[str, str] | None = None) ->
         return elapsed, max_rss_kib * KiB, out.read().decode()
 
 
-def run_side(argv: Sequence[str], *, worker_env: dict[str, str] | None) -> Sample:
-    """Run one side; a worker (*worker_env* given) reports its own operation time on stdout."""
-    worker = worker_env is not None
+def run_side(argv: Sequence[str], *, worker_env: dict[str, str] | None, whole: bool = False) -> Sample:
+    """Run one side; a worker (*worker_env* given) reports its own operation time on stdout,
+    unless the case times *whole* processes."""
+    worker = worker_env is not None and not whole
     elapsed, rss, out = run_process(argv, worker_env)
     seconds = json.loads(out.strip().splitlines()[-1])["seconds"] if worker else elapsed
     return Sample(seconds, elapsed, rss)
@@ -257,6 +268,16 @@ class Bench:
             open_target=True,
         )
 
+    def startup_case(self, fmt: str) -> Case:
+        path = self.path(f"small.{fmt}")
+        quiet_run([self.img, "create", "-q", "-f", fmt, path, str(STARTUP_SIZE)])
+        return Case(
+            f"start-up {fmt} info",
+            [self.img, "info", "-f", fmt, path],
+            [str(Path(sys.executable).with_name("blockfmt-img")), "info", "-f", fmt, path],
+            whole_process=True,
+        )
+
     def cases(self) -> list[Case]:
         self.make_raw_sources()
         cases = []
@@ -272,6 +293,7 @@ class Bench:
             cases.append(self.read_case(fmt))
             cases.extend(self.write_case(fmt, request) for request in (4 * KiB, 64 * KiB))
             cases.append(self.open_case(fmt))
+            cases.append(self.startup_case(fmt))
         return cases
 
 
@@ -284,7 +306,7 @@ def run_case(case: Case, repeat: int, worker_env: dict[str, str]) -> None:
         ):
             case.prepare()
             os.sync()  # neither side pays for the other's writeback, journal commits or discards
-            sample = run_side(argv, worker_env=env)
+            sample = run_side(argv, worker_env=env, whole=case.whole_process)
             if timed:
                 samples.append(sample)
 
@@ -298,6 +320,8 @@ def verdict(case: Case) -> str:
     bf, qemu = median(case.blockfmt_samples, "seconds"), median(case.qemu_samples, "seconds")
     if case.ratio_target is not None and bf / qemu > case.ratio_target:
         return f"ratio > {case.ratio_target}"
+    if case.whole_process and bf > MAX_STARTUP_SECONDS:
+        return f"> {MAX_STARTUP_SECONDS} s"
     if case.open_target:
         misses = []
         if bf >= MAX_OPEN_SECONDS:
@@ -324,7 +348,8 @@ def render(cases: list[Case], repeat: int) -> str:
         q_rss = max(s.max_rss for s in case.qemu_samples) // MiB
         b_rss = max(s.max_rss for s in case.blockfmt_samples) // MiB
         missed = verdict(case)
-        target = "MISSED: " + missed if missed else ("ok" if case.ratio_target or case.open_target else "-")
+        has_target = case.ratio_target or case.open_target or case.whole_process
+        target = "MISSED: " + missed if missed else ("ok" if has_target else "-")
         lines.append(
             f"{case.name:<28} {qemu:8.3f} {bf:8.3f} {bf_proc:8.3f} {bf / qemu:6.2f} {bf_proc / qemu:6.2f} "
             f"{best:6.2f} {q_rss:7d}Mi {b_rss:6d}Mi  {target}"

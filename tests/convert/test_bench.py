@@ -19,6 +19,7 @@ RAW_CASES = (
     "write4k raw x32",
     "write64k raw x32",
     "open raw 8T",
+    "start-up raw info",
 )
 
 
