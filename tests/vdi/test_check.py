@@ -112,21 +112,53 @@ def test_repair_extends_a_file_cut_inside_a_block(image):
         assert img.read_at(3 * MIB, MIB) == b"\x04" * 4096 + bytes(MIB - 4096)
 
 
-def test_too_large_entry_inside_the_file_is_reported_not_guessed(image):
+def _too_large_entry_inside_the_file(image: Path) -> None:
+    """Blocks 0..8 at entries 0..8, then block 2 repointed at a tenth slot (entry 9) that holds 0x09s.
+
+    Entry 9 is at ``blocks_in_image`` (too large) but inside the file, so QEMU reads block 2 from it.
+    """
     with blockfmt.open(image, read_only=False) as img:
         img.write_at(4 * MIB, b"\x05" * (SIZE - 4 * MIB))  # entries 4..8
-    os.truncate(image, 0x400 + 10 * MIB)  # an unreferenced tenth block: entry 9 is inside the file
+    with open(image, "r+b") as f:
+        f.seek(0x400 + 9 * MIB)
+        f.write(b"\x09" * MIB)
     corrupt(image, entries={2: 9})
+
+
+def test_too_large_entry_inside_the_file_is_moved_below_the_count(image):
+    """Issue 19: the entry's data is kept (moved into the slot it freed), the count and file stay dense."""
+    _too_large_entry_inside_the_file(image)
     with blockfmt.open(image, read_only=False) as img:
+        assert img.read_at(2 * MIB, MIB) == b"\x09" * MIB
         result = img.check("all")
         assert result.messages == [
-            "ERROR: block index 2 too large, is 9",
-            "ERROR: allocated blocks mismatch, is 8, should be 9",
+            "Repairing block index 2 too large, is 9",
+            "Repairing allocated blocks mismatch, is 8, should be 9",
         ]
-        assert result.corruptions == 2 and result.corruptions_fixed == 0
+        assert result.corruptions == 0 and result.corruptions_fixed == 2
+        assert img.check().clean
+        assert img.read_at(0, 4 * MIB) == b"\x01" * MIB + b"\x02" * MIB + b"\x09" * MIB + b"\x04" * MIB
+        assert img.read_at(4 * MIB, SIZE - 4 * MIB) == b"\x05" * (SIZE - 4 * MIB)
     with open(image, "rb") as f:
         f.seek(388)
-        assert struct.unpack("<I", f.read(4))[0] == 9  # not lowered under a live block
+        assert struct.unpack("<I", f.read(4))[0] == 9
+        f.seek(0x200 + 4 * 2)
+        assert struct.unpack("<I", f.read(4))[0] == 2
+    assert os.path.getsize(image) == 0x400 + 9 * MIB
+
+
+@pytest.mark.qemu
+def test_too_large_entry_inside_the_file_repaired_satisfies_qemu(image, qemu_img, qemu_io):
+    """After ``check -r all`` qemu-img check is clean and QEMU reads the block it read before."""
+    _too_large_entry_inside_the_file(image)
+    before = run_tool([qemu_img, "check", "-f", "vdi", str(image)])
+    assert before.returncode == 2 and "ERROR: block index 2 too large, is 9" in before.stderr
+    with blockfmt.open(image, read_only=False) as img:
+        assert img.check("all").clean
+    after = run_tool([qemu_img, "check", "-f", "vdi", str(image)])
+    assert after.returncode == 0, after.output
+    read = run_tool([qemu_io, "-f", "vdi", "-c", f"read -P 9 {2 * MIB} {MIB}", str(image)])
+    assert read.returncode == 0 and "Pattern verification failed" not in read.output, read.output
 
 
 def test_truncated_map_is_a_reported_corruption(image):

@@ -14,8 +14,9 @@ QEMU repairs nothing; ``RepairMode.ALL`` here fixes what is safe without guessin
   a count over a sparse map would let QEMU overwrite a live block: when kept entries lie at or
   above the new count, the data area is compacted first (:meth:`VdiDriver.compact`: the highest
   blocks are copied into the unused slots below the count, flushed, then repointed), and the file
-  is cut after the last block. Entries too large but inside the file are reported, not guessed at,
-  and leave the count alone.
+  is cut after the last block;
+- an entry too large (at or above ``blocks_in_image``) whose block is in the file keeps its data:
+  QEMU reads the block from there, so the compaction moves it into a free slot below the count.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ def check_image(driver: VdiDriver, repair: RepairMode) -> CheckResult:
 def _moves_below(driver: VdiDriver, scan: _Scan) -> list[tuple[int, int, int]]:
     """``(virtual block, entry, free slot)`` moving every kept entry at or above the new count below it.
 
-    Runs after the drops are written, so the map holds only kept entries, each naming its own slot;
-    the free slots are those below the count that no kept entry names (``scan.seen``).
+    Runs after the drops are written, so the map holds only kept entries, each naming its own slot
+    (too-large ones included); the free slots are those below the count that no kept entry names
+    (``scan.seen``). The count is at most ``blocks_in_image``, one kept entry per virtual block.
     """
     count = scan.allocated
     if scan.max_entry < count:
@@ -89,12 +91,11 @@ def _moves_below(driver: VdiDriver, scan: _Scan) -> list[tuple[int, int, int]]:
         for slot in range(byte * 8, min(count, byte * 8 + 8))
         if not scan.seen[byte] & (1 << (slot % 8))
     ]
-    bii = driver.header.blocks_in_image
     movers = sorted(
         (entry, first + slot)
         for first, page in _used_pages(driver)
         for slot, entry in enumerate(page)
-        if count <= entry < bii
+        if count <= entry and is_allocated(entry)
     )
     return [(block, entry, hole) for (entry, block), hole in zip(movers, holes, strict=True)]
 
@@ -110,6 +111,22 @@ def _used_pages(driver: VdiDriver) -> Iterator[tuple[int, array.array[int]]]:
             yield first, page
 
 
+def _already_used(seen: bytearray, large_seen: set[int], entry: int, bii: int) -> bool:
+    """Whether a kept entry already names data-area slot *entry*; marks it named either way.
+
+    Slots below *bii* are bits of *seen*; the few above it (too-large entries being repaired,
+    at most one per map entry) go into *large_seen*.
+    """
+    if entry >= bii:
+        used = entry in large_seen
+        large_seen.add(entry)
+        return used
+    byte, bit = divmod(entry, 8)
+    used = bool(seen[byte] & (1 << bit))
+    seen[byte] |= 1 << bit
+    return used
+
+
 def _scan(driver: VdiDriver, fix: bool) -> _Scan:
     header = driver.header
     bii = header.blocks_in_image
@@ -117,6 +134,7 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
     result = CheckResult()
     scan = _Scan(result)
     seen = scan.seen = bytearray(-(-bii // 8))
+    large_seen: set[int] = set()  # slots at or above blocks_in_image named by a kept entry
 
     def report(message: str, fixed: bool) -> None:
         if fixed:
@@ -135,23 +153,25 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
                 start = driver.host_offset(entry)
                 past_eof = start >= driver.file_end
                 if entry >= bii:
-                    report(f"block index {block} too large, is {entry}", fix and past_eof)
-                    if fix and past_eof:
-                        scan.drops.append(block)
-                    continue
-                scan.counted += 1
-                if past_eof:
-                    report(f"block index {block} lies beyond the end of the file, is {entry}", fix)
-                    if fix:
+                    # Kept when its data is in the file: the compaction moves it below the count.
+                    report(f"block index {block} too large, is {entry}", fix)
+                    if not fix:
+                        continue
+                    if past_eof:
                         scan.drops.append(block)
                         continue
-                byte, bit = divmod(entry, 8)
-                if seen[byte] & (1 << bit):
+                else:
+                    scan.counted += 1
+                    if past_eof:
+                        report(f"block index {block} lies beyond the end of the file, is {entry}", fix)
+                        if fix:
+                            scan.drops.append(block)
+                            continue
+                if _already_used(seen, large_seen, entry, bii):
                     report(f"block index {entry} also used by {entry}", fix)
                     if fix:
                         scan.drops.append(block)
                         continue
-                seen[byte] |= 1 << bit
                 scan.allocated += 1
                 end = start + driver.block_size
                 if not past_eof and end > driver.file_end:
