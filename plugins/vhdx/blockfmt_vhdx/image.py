@@ -80,6 +80,9 @@ class VhdxDriver(FormatDriver):
     """One open VHDX image. All I/O goes through :attr:`file` (which may be a log overlay).
 
     :ivar log_replayed_on_open: a read-write open replayed a log (check counts it as fixed).
+    :ivar log_guid_without_entries: the header's LogGuid is set but the log holds no active
+        sequence (MS-VHDX §2.3.3: invalid entries are ignored); ``check -r all`` clears the GUID,
+        since readers that judge entries less strictly (QEMU) would otherwise still replay them.
     """
 
     def __init__(self, file: ImageFile, *, read_only: bool, options: Mapping[str, Any]) -> None:
@@ -91,6 +94,7 @@ class VhdxDriver(FormatDriver):
         self._file_guid_written = False
         self._data_guid_written = False
         self.log_replayed_on_open = False
+        self.log_guid_without_entries = False
         check_log_fields(self.headers.current, file.size(), writable=not read_only)
         if self.headers.current.has_log and self.headers.current.log_length:  # QEMU: no length, no log
             self._handle_log(options)
@@ -119,6 +123,7 @@ class VhdxDriver(FormatDriver):
         header = self.headers.current
         sequence = find_log_sequence(self.file, header.log_offset, header.log_length, header.log_guid)
         if sequence is None:
+            self.log_guid_without_entries = True
             return
         if not self.read_only:
             replay_log(self.file, sequence)
@@ -133,6 +138,12 @@ class VhdxDriver(FormatDriver):
                 f"VHDX image file '{name}' opened read-only, but contains a log that needs to be replayed",
                 hint=f"To replay the log, run:\nqemu-img check -r all '{name}'",
             )
+
+    def clear_log_guid(self) -> None:
+        """Mark the log empty (the nil LogGuid in both headers, flushed): it holds nothing to replay."""
+        self.headers.update(self.file, file_write_guid=self._session_guid, log_guid=None)
+        self._file_guid_written = True
+        self.log_guid_without_entries = False
 
     def _read_bat(self) -> BatTable:
         """Read the BAT entries (not the whole region) in one read bounded by the file size."""
