@@ -1,8 +1,10 @@
 """Every input the fuzzer broke a rule with, replayed through the same invariants.
 
-Inputs live in ``regressions/`` as ``<name>.<format>.bz2`` with a ``<name>.txt`` note (mutations,
-stage, traceback). ``OPEN`` lists findings not fixed yet, with the file that owns the fix: they are
-strict xfails, so the fix turns them into an XPASS that asks for the entry to be removed.
+Inputs live in ``regressions/`` as ``<name>.<format>.bz2`` (the image file) or, from the
+coverage-guided fuzzer, ``<name>.<format>.in`` (its compact encoding, see
+:mod:`blockfmt.testing.atheris_fuzz`), each with a ``<name>.txt`` note (mutations, stage,
+traceback). ``OPEN`` lists findings not fixed yet, with the file that owns the fix: they are strict
+xfails, so the fix turns them into an XPASS that asks for the entry to be removed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from blockfmt.testing.atheris_fuzz import decode_input
 from blockfmt.testing.fuzz import UNMUTATED, Layout, Seed, SparseBytes, run_campaign
+
+from .atheris_main import FORMATS as ATHERIS_FORMATS
 
 REGRESSIONS = Path(__file__).parent / "regressions"
 
@@ -20,23 +25,40 @@ REGRESSIONS = Path(__file__).parent / "regressions"
 OPEN: dict[str, str] = {}
 
 
+def _stored() -> list[Path]:
+    return sorted([*REGRESSIONS.glob("*.bz2"), *REGRESSIONS.glob("*.in")])
+
+
+def _name_and_format(path: Path) -> tuple[str, str]:
+    name, fmt = path.name.removesuffix(".bz2").removesuffix(".in").rsplit(".", 1)
+    return name, fmt
+
+
+def _load(path: Path, fmt: str) -> SparseBytes:
+    if path.suffix == ".in":
+        decoded, store, fix = decode_input(path.read_bytes(), ATHERIS_FORMATS)
+        assert (decoded, fix) == (fmt, False), "a stored input names its format and has its checksums"
+        return store
+    return SparseBytes.from_bytes(bz2.decompress(path.read_bytes()))
+
+
 def _inputs() -> list:
     params = []
-    for path in sorted(REGRESSIONS.glob("*.bz2")):
-        name, fmt = path.name.removesuffix(".bz2").rsplit(".", 1)
+    for path in _stored():
+        name, fmt = _name_and_format(path)
         marks = [pytest.mark.xfail(reason=OPEN[name], strict=True)] if name in OPEN else []
         params.append(pytest.param(path, fmt, id=name, marks=marks))
     return params
 
 
 def test_every_open_finding_has_an_input() -> None:
-    names = {p.name.removesuffix(".bz2").rsplit(".", 1)[0] for p in REGRESSIONS.glob("*.bz2")}
+    names = {_name_and_format(p)[0] for p in _stored()}
     assert set(OPEN) <= names
 
 
 @pytest.mark.parametrize(("path", "fmt"), _inputs())
 def test_stored_input_keeps_every_invariant(path: Path, fmt: str) -> None:
-    store = SparseBytes.from_bytes(bz2.decompress(path.read_bytes()))
+    store = _load(path, fmt)
     summary = run_campaign([Seed(path.name, fmt, store, Layout(()))], iter([(0, UNMUTATED)]))
     assert summary.cases == 1
     assert not summary.failures, summary.failures[0].outcome.detail
