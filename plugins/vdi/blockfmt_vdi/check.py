@@ -29,7 +29,7 @@ from blockfmt.driver import CheckResult, RepairMode
 from blockfmt.errors import CorruptImageError
 
 from .bmap import PAGE_ENTRIES
-from .constants import is_allocated
+from .constants import BMAP_DISCARDED, is_allocated
 from .image import VdiDriver
 
 __all__ = ["check_image"]
@@ -111,22 +111,6 @@ def _used_pages(driver: VdiDriver) -> Iterator[tuple[int, array.array[int]]]:
             yield first, page
 
 
-def _already_used(seen: bytearray, large_seen: set[int], entry: int, bii: int) -> bool:
-    """Whether a kept entry already names data-area slot *entry*; marks it named either way.
-
-    Slots below *bii* are bits of *seen*; the few above it (too-large entries being repaired,
-    at most one per map entry) go into *large_seen*.
-    """
-    if entry >= bii:
-        used = entry in large_seen
-        large_seen.add(entry)
-        return used
-    byte, bit = divmod(entry, 8)
-    used = bool(seen[byte] & (1 << bit))
-    seen[byte] |= 1 << bit
-    return used
-
-
 def _scan(driver: VdiDriver, fix: bool) -> _Scan:
     header = driver.header
     bii = header.blocks_in_image
@@ -134,7 +118,8 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
     result = CheckResult()
     scan = _Scan(result)
     seen = scan.seen = bytearray(-(-bii // 8))
-    large_seen: set[int] = set()  # slots at or above blocks_in_image named by a kept entry
+    large_seen: set[int] = set()  # slots at or above blocks_in_image named by a kept (too-large) entry
+    offset_data, block_size, file_end = header.offset_data, driver.block_size, driver.file_end
 
     def report(message: str, fixed: bool) -> None:
         if fixed:
@@ -147,11 +132,11 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
     try:
         for first, page in _used_pages(driver):
             for slot, entry in enumerate(page):
-                block = first + slot
-                if not is_allocated(entry):
+                if entry >= BMAP_DISCARDED:  # not allocated (this loop is per entry: no calls)
                     continue
-                start = driver.host_offset(entry)
-                past_eof = start >= driver.file_end
+                block = first + slot
+                start = offset_data + entry * block_size
+                past_eof = start >= file_end
                 if entry >= bii:
                     # Kept when its data is in the file: the compaction moves it below the count.
                     report(f"block index {block} too large, is {entry}", fix)
@@ -160,6 +145,8 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
                     if past_eof:
                         scan.drops.append(block)
                         continue
+                    used = entry in large_seen
+                    large_seen.add(entry)
                 else:
                     scan.counted += 1
                     if past_eof:
@@ -167,14 +154,17 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
                         if fix:
                             scan.drops.append(block)
                             continue
-                if _already_used(seen, large_seen, entry, bii):
+                    byte, bit = divmod(entry, 8)
+                    used = seen[byte] & (1 << bit)
+                    seen[byte] |= 1 << bit
+                if used:
                     report(f"block index {entry} also used by {entry}", fix)
                     if fix:
                         scan.drops.append(block)
                         continue
                 scan.allocated += 1
-                end = start + driver.block_size
-                if not past_eof and end > driver.file_end:
+                end = start + block_size
+                if not past_eof and end > file_end:
                     report(f"block index {block} is cut short by the end of the file, is {entry}", fix)
                     scan.extend_to = max(scan.extend_to, end)
                 if entry > scan.max_entry:
