@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,10 @@ class Image(io.RawIOBase):
 
     Created by :func:`blockfmt.open`; closing it closes the driver and then the file it owns.
 
+    Safe to share between threads: every call into the driver holds one lock per image, so
+    requests run one at a time (drivers keep allocation state and caches that two concurrent
+    requests would corrupt). Use one image per thread for parallel reads.
+
     :param hooks: the hooks of the format's plugin, which opened *driver* (``check`` runs there).
     """
 
@@ -42,6 +47,8 @@ class Image(io.RawIOBase):
         self._read_only = read_only
         self._pos = 0
         self._released = False
+        #: serialises driver calls (and the stream position) between threads
+        self._lock = threading.RLock()
         self.format = format
         self.filename = file.name
         #: the parent of a differencing image, opened with it (see :mod:`blockfmt.chain`)
@@ -88,9 +95,10 @@ class Image(io.RawIOBase):
         :raises OutOfRangeError: when the range reaches past the end of the disk.
         """
         view = memoryview(buf).cast("B")
-        self._check_range(offset, len(view))
-        if view:
-            self._driver.readinto(offset, view)
+        with self._lock:
+            self._check_range(offset, len(view))
+            if view:
+                self._driver.readinto(offset, view)
         return len(view)
 
     def read_at(self, offset: int, length: int) -> bytes:
@@ -106,25 +114,28 @@ class Image(io.RawIOBase):
         :raises OutOfRangeError: when the range reaches past the end of the disk.
         """
         view = memoryview(data).cast("B")
-        self._check_range(offset, len(view))
-        self._check_writable()
-        if view:
-            self._driver.write(offset, view)
+        with self._lock:
+            self._check_range(offset, len(view))
+            self._check_writable()
+            if view:
+                self._driver.write(offset, view)
         return len(view)
 
     def write_zeroes(self, offset: int, length: int, *, unmap: bool = False) -> None:
         """Make a range read as zeros; with *unmap* the format may free the space."""
-        self._check_range(offset, length)
-        self._check_writable()
-        if length:
-            self._driver.write_zeroes(offset, length, unmap=unmap)
+        with self._lock:
+            self._check_range(offset, length)
+            self._check_writable()
+            if length:
+                self._driver.write_zeroes(offset, length, unmap=unmap)
 
     def discard(self, offset: int, length: int) -> None:
         """Tell the format a range is unused; afterwards it reads as zeros or as before."""
-        self._check_range(offset, length)
-        self._check_writable()
-        if length:
-            self._driver.discard(offset, length)
+        with self._lock:
+            self._check_range(offset, length)
+            self._check_writable()
+            if length:
+                self._driver.discard(offset, length)
 
     def map(self, offset: int = 0, length: int | None = None) -> list[Extent]:
         """Return the allocation status of a range through the backing chain, adjacent equal
@@ -133,8 +144,9 @@ class Image(io.RawIOBase):
 
         if length is None:
             length = self.size - offset
-        self._check_range(offset, length)
-        return merge_extents(chain_extents(self, offset, length))
+        with self._lock:
+            self._check_range(offset, length)
+            return merge_extents(chain_extents(self, offset, length))
 
     # -- backing chain ---------------------------------------------------------
 
@@ -162,8 +174,9 @@ class Image(io.RawIOBase):
 
     def info(self) -> ImageInfo:
         """Format-level facts (cluster size, dirty flag, format-specific details)."""
-        self._checkClosed()
-        return self._driver.info()
+        with self._lock:
+            self._checkClosed()
+            return self._driver.info()
 
     def check(self, repair: RepairMode | str = RepairMode.NONE) -> CheckResult:
         """Check the image; with ``repair`` ``"leaks"`` or ``"all"`` fix what can be fixed safely.
@@ -175,7 +188,8 @@ class Image(io.RawIOBase):
         mode = RepairMode(repair)
         if mode is not RepairMode.NONE:
             self._check_writable()
-        return self._hooks.check(self._driver, mode)
+        with self._lock:
+            return self._hooks.check(self._driver, mode)
 
     def actual_size(self) -> int:
         """Bytes the image file occupies on disk (qemu-img's "disk size")."""
@@ -214,22 +228,25 @@ class Image(io.RawIOBase):
 
     def readinto(self, buffer: Buffer) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")
-        length = max(0, min(len(view), self.size - self._pos))
-        self.readinto_at(self._pos, view[:length])
-        self._pos += length
+        with self._lock:
+            length = max(0, min(len(view), self.size - self._pos))
+            self.readinto_at(self._pos, view[:length])
+            self._pos += length
         return length
 
     def write(self, data: Buffer) -> int:  # type: ignore[override]
-        count = self.write_at(self._pos, data)
-        self._pos += count
+        with self._lock:
+            count = self.write_at(self._pos, data)
+            self._pos += count
         return count
 
     def flush(self) -> None:
         """Make completed writes durable (a no-op for read-only images)."""
-        if self.closed or self._released:
-            return
-        if not self._read_only:
-            self._driver.flush()
+        with self._lock:
+            if self.closed or self._released:
+                return
+            if not self._read_only:
+                self._driver.flush()
 
     def start_writeback(self) -> None:
         """Let the OS start writing this image's dirty pages to storage now, without waiting.
@@ -243,18 +260,19 @@ class Image(io.RawIOBase):
 
     def close(self) -> None:
         """Flush, close the driver, then the file. Safe to call twice."""
-        if self.closed:
-            return
-        try:
+        with self._lock:
+            if self.closed:
+                return
             try:
-                self.flush()
+                try:
+                    self.flush()
+                finally:
+                    self._driver.close()
             finally:
-                self._driver.close()
-        finally:
-            self._released = True
-            self._file.close()
-            super().close()
-            self.close_backing()
+                self._released = True
+                self._file.close()
+                super().close()
+                self.close_backing()
 
     def __repr__(self) -> str:
         return f"<blockfmt.Image {self.filename!r} format={self.format} size={self.size}>"
