@@ -4,10 +4,11 @@ Found: BAT entries with invalid states, FULLY_PRESENT blocks beyond the end of t
 messages) or inside the header section, log, BAT or metadata region, and payload blocks that
 overlap each other. ``-r all`` fixes what is safe: invalid and unusable entries become ZERO
 (they could not be read anyway); overlapping blocks are only reported, since which of the two
-owns the space cannot be known. A log replayed on open counts as one corruption fixed, as in QEMU;
-a LogGuid left set over a log without a valid active sequence is one corruption, which ``-r all``
-fixes by clearing the GUID (QEMU, which ignores Tail, would otherwise replay what the spec calls
-invalid, or refuse a read-only open).
+owns the space cannot be known. A log replayed on open counts as one corruption fixed, as in QEMU.
+Added here, one corruption each, both fixed by ``-r all``: a damaged copy of the region table
+(rewritten from the valid copy: QEMU reads only the first one), and a LogGuid left set over a log
+without a valid active sequence (cleared: QEMU, which ignores Tail, would otherwise replay what
+the spec calls invalid, or refuse a read-only open).
 Cluster counts and the image end offset stay unset, as QEMU's VHDX check leaves them, so
 ``qemu-img check`` output is reproduced line for line.
 """
@@ -31,6 +32,12 @@ def check_image(driver: VhdxDriver, repair: RepairMode) -> CheckResult:
     result = CheckResult()
     if driver.log_replayed_on_open:
         result.corruptions_fixed += 1
+    for offset in driver.regions.damaged_tables:
+        result.messages.append(f"VHDX region table at offset {offset} is corrupt; its other copy is used")
+    if repair is RepairMode.ALL:
+        result.corruptions_fixed += driver.restore_region_tables()
+    else:
+        result.corruptions += len(driver.regions.damaged_tables)
     if driver.log_guid_without_entries:
         result.messages.append("VHDX header has a LogGuid, but the log holds no valid entries to replay")
         if repair is RepairMode.ALL:

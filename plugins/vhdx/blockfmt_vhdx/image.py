@@ -145,6 +145,20 @@ class VhdxDriver(FormatDriver):
         self._file_guid_written = True
         self.log_guid_without_entries = False
 
+    def restore_region_tables(self) -> int:
+        """Rewrite each damaged region table copy with the valid one (flushed); returns how many.
+
+        Not through the log: the copies are each other's backup, so a torn rewrite leaves the
+        valid copy in place (MS-VHDX §2.2.3).
+        """
+        damaged = self.regions.damaged_tables
+        for offset in damaged:
+            self.file.pwrite(self.regions.table_bytes, offset)
+        if damaged:
+            self.file.flush()
+            self.regions = dataclasses.replace(self.regions, damaged_tables=())
+        return len(damaged)
+
     def _read_bat(self) -> BatTable:
         """Read the BAT entries (not the whole region) in one read bounded by the file size."""
         length = self.geometry.entry_count * BAT_ENTRY_SIZE

@@ -46,6 +46,10 @@ class FileRegions:
     bat: RegionTableEntry
     metadata: RegionTableEntry
     spans: tuple[Span, ...]
+    #: the valid region table as stored, and the offsets of copies that are not valid (QEMU reads
+    #: only the first copy, so ``check -r all`` rewrites a damaged copy from the valid one)
+    table_bytes: bytes = b""
+    damaged_tables: tuple[int, ...] = ()
 
     def overlapping(self, start: int, end: int) -> Span | None:
         """The first fixed span that ``[start, end)`` overlaps, or None."""
@@ -74,15 +78,25 @@ def check_log_fields(header: Header, file_size: int, *, writable: bool) -> None:
         raise CorruptImageError("VHDX log lies beyond the end of the file")
 
 
-def _read_table(file: ImageFile) -> RegionTable:
+def _read_table(file: ImageFile) -> tuple[RegionTable, bytes, tuple[int, ...]]:
+    """The first valid copy, its bytes, and the offsets of the copies that are not valid."""
     first_error: CorruptImageError | None = None
+    valid: tuple[RegionTable, bytes] | None = None
+    damaged: list[int] = []
     for offset in REGION_TABLE_OFFSETS:
+        raw = file.pread(RegionTable.SIZE, offset)
         try:
-            return RegionTable.parse(file.pread(RegionTable.SIZE, offset))
+            table = RegionTable.parse(raw)
         except CorruptImageError as err:
             first_error = first_error or err
-    assert first_error is not None
-    raise first_error
+            damaged.append(offset)
+            continue
+        if valid is None:
+            valid = (table, raw)
+    if valid is None:
+        assert first_error is not None
+        raise first_error
+    return valid[0], valid[1], tuple(damaged)
 
 
 def read_regions(file: ImageFile, header: Header, file_size: int) -> FileRegions:
@@ -92,7 +106,7 @@ def read_regions(file: ImageFile, header: Header, file_size: int) -> FileRegions
         BAT or metadata region.
     :raises UnsupportedFeatureError: for an unknown region marked required.
     """
-    table = _read_table(file)
+    table, table_bytes, damaged_tables = _read_table(file)
     spans = [Span("header section", 0, HEADER_SECTION_SIZE)]
     if header.log_length:
         spans.append(Span("log", header.log_offset, header.log_offset + header.log_length))
@@ -121,4 +135,4 @@ def read_regions(file: ImageFile, header: Header, file_size: int) -> FileRegions
     metadata = found[METADATA_REGION_GUID]
     if metadata.length < METADATA_TABLE_SIZE or metadata.file_offset + METADATA_TABLE_SIZE > file_size:
         raise CorruptImageError("VHDX metadata region lies beyond the end of the file")
-    return FileRegions(found[BAT_REGION_GUID], metadata, tuple(spans))
+    return FileRegions(found[BAT_REGION_GUID], metadata, tuple(spans), table_bytes, damaged_tables)
