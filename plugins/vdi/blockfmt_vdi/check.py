@@ -35,6 +35,9 @@ from .image import VdiDriver
 __all__ = ["check_image"]
 
 _EMPTY_PAGE = b"\xff" * (PAGE_ENTRIES * 4)
+#: problems listed one per line; a hostile map can hold millions (the counts stay exact), and
+#: listing them all would take gigabytes where QEMU streams them to stderr
+MAX_MESSAGES = 10_000
 
 
 @dataclass
@@ -121,13 +124,19 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
     large_seen: set[int] = set()  # slots at or above blocks_in_image named by a kept (too-large) entry
     offset_data, block_size, file_end = header.offset_data, driver.block_size, driver.file_end
 
-    def report(message: str, fixed: bool) -> None:
+    unlisted = 0
+
+    def report(fixed: bool, template: str, *args: int) -> None:
+        """Count a problem; list it while fewer than MAX_MESSAGES are (formatted only then)."""
+        nonlocal unlisted
         if fixed:
             result.corruptions_fixed += 1
-            result.messages.append(f"Repairing {message}")
         else:
             result.corruptions += 1
-            result.messages.append(f"ERROR: {message}")
+        if len(result.messages) < MAX_MESSAGES:
+            result.messages.append(("Repairing " if fixed else "ERROR: ") + template.format(*args))
+        else:
+            unlisted += 1
 
     try:
         for first, page in _used_pages(driver):
@@ -139,7 +148,7 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
                 past_eof = start >= file_end
                 if entry >= bii:
                     # Kept when its data is in the file: the compaction moves it below the count.
-                    report(f"block index {block} too large, is {entry}", fix)
+                    report(fix, "block index {} too large, is {}", block, entry)
                     if not fix:
                         continue
                     if past_eof:
@@ -150,7 +159,7 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
                 else:
                     scan.counted += 1
                     if past_eof:
-                        report(f"block index {block} lies beyond the end of the file, is {entry}", fix)
+                        report(fix, "block index {} lies beyond the end of the file, is {}", block, entry)
                         if fix:
                             scan.drops.append(block)
                             continue
@@ -158,14 +167,14 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
                     used = seen[byte] & (1 << bit)
                     seen[byte] |= 1 << bit
                 if used:
-                    report(f"block index {entry} also used by {entry}", fix)
+                    report(fix, "block index {} also used by {}", entry, entry)
                     if fix:
                         scan.drops.append(block)
                         continue
                 scan.allocated += 1
                 end = start + block_size
                 if not past_eof and end > file_end:
-                    report(f"block index {block} is cut short by the end of the file, is {entry}", fix)
+                    report(fix, "block index {} is cut short by the end of the file, is {}", block, entry)
                     scan.extend_to = max(scan.extend_to, end)
                 if entry > scan.max_entry:
                     scan.max_entry, scan.max_block = entry, block
@@ -173,16 +182,21 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
         result.corruptions += 1
         result.messages.append(f"ERROR: {err}")
         scan.complete = False
-        return scan
-    count = header.blocks_allocated
-    clean = fix and result.corruptions == 0
-    scan.rewrite_count = clean and (scan.allocated != count or scan.max_entry >= scan.allocated)
-    if scan.counted != count:
-        report(f"allocated blocks mismatch, is {scan.counted}, should be {count}", clean)
-    elif scan.max_entry >= count:
-        # The count is right but the map is sparse: QEMU's next allocations would reach this block.
-        report(
-            f"block index {scan.max_block} lies at or above the allocated count {count}, is {scan.max_entry}",
-            clean,
-        )
+    if scan.complete:
+        count = header.blocks_allocated
+        clean = fix and result.corruptions == 0
+        scan.rewrite_count = clean and (scan.allocated != count or scan.max_entry >= scan.allocated)
+        if scan.counted != count:
+            report(clean, "allocated blocks mismatch, is {}, should be {}", scan.counted, count)
+        elif scan.max_entry >= count:
+            # The count is right but the map is sparse: QEMU's next allocations would reach this block.
+            report(
+                clean,
+                "block index {} lies at or above the allocated count {}, is {}",
+                scan.max_block,
+                count,
+                scan.max_entry,
+            )
+    if unlisted:
+        result.messages.append(f"({unlisted} more problems of the kinds above are counted but not listed)")
     return scan
