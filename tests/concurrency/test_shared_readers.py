@@ -56,11 +56,11 @@ def _read_loop(path: str, fmt: str, seconds: float) -> tuple[int, list[str]]:
     offset, length, byte = STABLE
     problems: list[str] = []
     reads = 0
-    deadline = time.monotonic() + seconds
     try:
         options = {"log_replay": "memory"} if fmt == "vhdx" else {}
         with blockfmt.open(path, force_share=True, options=options) as image:
-            while time.monotonic() < deadline:
+            deadline = time.monotonic() + seconds
+            while not reads or time.monotonic() < deadline:
                 if image.read_at(offset, length) != byte * length:
                     problems.append("the stable range read wrong bytes")
                 image.read_at(0, image.size)

@@ -128,10 +128,36 @@ def _child(argv: list[str]) -> None:
     fuzz_main(libfuzzer_args, FORMATS, LAYOUTS, findings)
 
 
+def replay(corpus: Path) -> int:
+    """Run every input of *corpus* through the invariants without atheris (for coverage.py)."""
+    from blockfmt.testing.atheris_fuzz import ATHERIS_LIMITS, decode_input, fix_layout_checksums
+    from blockfmt.testing.fuzz import UNMUTATED, FuzzCase, check_invariants
+
+    from .layouts import LAYOUTS
+
+    failures = 0
+    inputs = sorted(p for p in corpus.iterdir() if p.is_file())
+    for path in inputs:
+        fmt, store, fix = decode_input(path.read_bytes(), FORMATS)
+        if fix:
+            try:
+                fix_layout_checksums(store, LAYOUTS[fmt](store))
+            except Exception:
+                pass
+        outcome = check_invariants(FuzzCase(0, UNMUTATED, fmt, store, ()), limits=ATHERIS_LIMITS)
+        if outcome.failed:
+            failures += 1
+            print(f"{path.name}: {outcome.stage}: {outcome.detail.splitlines()[-1]}")
+    print(f"atheris replay: {len(inputs)} inputs, {failures} broke an invariant")
+    return 1 if failures else 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--child"]:
         _child(argv[1:])
         return 0
+    if argv[:1] == ["--replay"]:
+        return replay(Path(argv[1]))
     parser = argparse.ArgumentParser(prog="python -m tests.fuzz.atheris_main", description=__doc__)
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("BLOCKFMT_FUZZ_SECONDS", "300")))
     parser.add_argument("--corpus", type=Path, default=REPO / "build" / "fuzz-corpus")

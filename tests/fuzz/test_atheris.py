@@ -93,8 +93,9 @@ def test_short_real_run_executes_and_gains_nothing_bad(tmp_path, monkeypatch) ->
     corpus, findings = tmp_path / "corpus", tmp_path / "findings"
     seeded = seed_corpus(corpus)
     assert seeded >= 7
-    summary = run("tests.fuzz.atheris_main", corpus, findings, 120, extra_args=["-runs=40"])
-    assert summary.returncode == 0, summary.report()
+    log = tmp_path / "libfuzzer.log"
+    summary = run("tests.fuzz.atheris_main", corpus, findings, 120, extra_args=["-runs=40"], log=log)
+    assert summary.returncode == 0, summary.report() + "\n" + log.read_text()[-3000:]
     assert summary.executions >= 40
     assert summary.coverage_end >= summary.coverage_start > 0
     assert summary.corpus_after >= seeded

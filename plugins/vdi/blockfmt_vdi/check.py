@@ -140,6 +140,12 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
 
     try:
         for first, page in _used_pages(driver):
+            if not fix and unlisted and min(page) >= bii:
+                # Nothing but too-large entries, and no room left to list them: count in bulk.
+                bad = len(page) - page.count(BMAP_UNALLOCATED) - page.count(BMAP_DISCARDED)
+                result.corruptions += bad
+                unlisted += bad
+                continue
             for slot, entry in enumerate(page):
                 if entry >= BMAP_DISCARDED:  # not allocated (this loop is per entry: no calls)
                     continue
