@@ -154,10 +154,7 @@ def find_log_sequence(
     """
     if log_guid == _NIL_GUID or log_length == 0:
         return None
-    if log_offset < LOG_ALIGNMENT or log_offset % LOG_ALIGNMENT or log_length % LOG_ALIGNMENT:
-        raise CorruptImageError(
-            f"VHDX log at offset {log_offset} with length {log_length} is not 1 MB aligned"
-        )
+    _check_log_region(log_offset, log_length)
     scan = _LogScan(file, log_offset, log_length, log_guid)
     sequence = scan.active_sequence()
     if sequence is not None:
