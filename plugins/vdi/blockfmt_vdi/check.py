@@ -29,7 +29,7 @@ from blockfmt.driver import CheckResult, RepairMode
 from blockfmt.errors import CorruptImageError
 
 from .bmap import PAGE_ENTRIES
-from .constants import BMAP_DISCARDED, is_allocated
+from .constants import BMAP_DISCARDED, BMAP_UNALLOCATED, is_allocated
 from .image import VdiDriver
 
 __all__ = ["check_image"]
