@@ -28,7 +28,6 @@ GUID = uuid.UUID("5d1c2b3a-4f5e-4a6b-9c8d-7e6f5a4b3c2d")
 #: an unused 4 KiB of the header section (after the region tables), safe to target
 TARGET = 512 * 1024
 OLD, NEW = b"\x0a" * LOG_SECTOR_SIZE, b"\x0b" * LOG_SECTOR_SIZE
-MESSAGE = "VHDX header has a LogGuid, but the log holds no valid entries to replay"
 
 
 @pytest.fixture
@@ -54,12 +53,11 @@ def _sector(path: Path) -> bytes:
         return f.read(LOG_SECTOR_SIZE)
 
 
-def test_read_only_check_reports_the_stale_log_guid(image):
+def test_read_only_check_leaves_the_stale_log_guid(image):
     with blockfmt.open(image) as img:
         assert img.read_at(0, MiB) == b"\x5a" * MiB
         result = img.check()
-    assert result.messages == [MESSAGE]
-    assert (result.corruptions, result.corruptions_fixed) == (1, 0)
+    assert result.clean and result.messages == []  # a crash before the first entry leaves this too
     assert current_header(image).log_guid == GUID
 
 
