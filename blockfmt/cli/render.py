@@ -294,8 +294,13 @@ def map_human(extents: Iterable[Extent], filename: str) -> tuple[str, bool]:
     return "".join(rows), True
 
 
-def map_json(extents: Sequence[Extent]) -> str:
-    """``qemu-img map --output=json``: one extent per line, depth 0 (no backing files)."""
+def map_json(extents: Sequence[Extent], *, empty_at: int = 0) -> str:
+    """``qemu-img map --output=json``: one extent per line, depth 0 (no backing files).
+
+    An empty range still prints one zero-length, absent extent at *empty_at*, as qemu-img does.
+    """
+    if not extents:
+        extents = [Extent(empty_at, 0, data=False, zero=False)]
     rows = []
     for ext in extents:
         row = (
