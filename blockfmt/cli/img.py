@@ -27,12 +27,15 @@ PROG = "blockfmt-img"
 
 #: subcommand -> ``module:function`` under :mod:`blockfmt.cli`
 COMMANDS: dict[str, str] = {
+    "bitmap": "img_refusals:cmd_bitmap",
     "check": "img_inspect:cmd_check",
     "compare": "img_compare:cmd_compare",
     "convert": "img_convert:cmd_convert",
     "create": "img_create:cmd_create",
+    "dd": "img_dd:cmd_dd",
     "info": "img_inspect:cmd_info",
     "map": "img_inspect:cmd_map",
+    "snapshot": "img_refusals:cmd_snapshot",
 }
 
 
