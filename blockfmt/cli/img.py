@@ -27,6 +27,7 @@ PROG = "blockfmt-img"
 
 #: subcommand -> ``module:function`` under :mod:`blockfmt.cli`
 COMMANDS: dict[str, str] = {
+    "amend": "img_resize:cmd_amend",
     "bitmap": "img_refusals:cmd_bitmap",
     "check": "img_inspect:cmd_check",
     "compare": "img_compare:cmd_compare",
@@ -35,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "dd": "img_dd:cmd_dd",
     "info": "img_inspect:cmd_info",
     "map": "img_inspect:cmd_map",
+    "resize": "img_resize:cmd_resize",
     "snapshot": "img_refusals:cmd_snapshot",
 }
 
