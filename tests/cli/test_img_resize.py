@@ -111,7 +111,8 @@ def test_shrink_then_grow_reads_zeros_where_data_was(twins: Twins, fmt: str) -> 
     path = _image(twins, fmt, "8M")
     assert twins.run_ours("img", ["resize", "-q", "--shrink", path, str(2 * MiB + 4096)]).code == 0
     assert twins.run_ours("img", ["amend", "-o", "size=8M", path]) == Outcome(0, "", "")
-    outcome = _qemu_reads(twins, fmt, path, ["read -P 0x22 2M 4k", f"read -P 0 {2 * MiB + 4096} {6 * MiB - 4096}"])
+    reads = ["read -P 0x22 2M 4k", f"read -P 0 {2 * MiB + 4096} {6 * MiB - 4096}"]
+    outcome = _qemu_reads(twins, fmt, path, reads)
     assert outcome.code == 0 and "Pattern verification failed" not in outcome.stdout, outcome
 
 
