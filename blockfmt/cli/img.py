@@ -28,6 +28,7 @@ PROG = "blockfmt-img"
 #: subcommand -> ``module:function`` under :mod:`blockfmt.cli`
 COMMANDS: dict[str, str] = {
     "amend": "img_resize:cmd_amend",
+    "bench": "img_bench:cmd_bench",
     "bitmap": "img_refusals:cmd_bitmap",
     "check": "img_inspect:cmd_check",
     "compare": "img_compare:cmd_compare",
@@ -36,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "dd": "img_dd:cmd_dd",
     "info": "img_inspect:cmd_info",
     "map": "img_inspect:cmd_map",
+    "measure": "img_measure:cmd_measure",
     "resize": "img_resize:cmd_resize",
     "snapshot": "img_refusals:cmd_snapshot",
 }

@@ -176,14 +176,14 @@ def parse_common(
     short: str,
     long: Sequence[str] = (),
     *,
-    source_cache: str = "T",
+    source_cache: str | None = "T",
 ) -> CommonOptions:
     """Parse a subcommand's command line: the shared options are handled, the others collected.
 
     *short*/*long* list every option the subcommand accepts, in getopt syntax; the shared ones
     among them (``-f``, ``-q``, ``-U``, ``-t``, ``-T``, ``--output``, ``--object``,
     ``--image-opts``, ``-h``) need no code in the subcommand. *source_cache* names the option
-    that takes a source cache mode (``-T``; ``bench`` uses ``-t`` for its only image).
+    that takes a source cache mode (``-T``); None leaves ``-t``/``-T`` to the subcommand.
     """
     opts, operands = gnu_getopt(args, short, long)
     parsed = CommonOptions(operands=operands)
@@ -206,7 +206,7 @@ def parse_common(
             parsed.objects.append(value)
         elif name == "image-opts":
             parsed.image_opts = True
-        elif name in ("t", "T") and opt.startswith("-") and not opt.startswith("--"):
+        elif name in ("t", "T") and not opt.startswith("--") and source_cache is not None:
             cache_mode(value, source=name == source_cache)
             parsed.rest.append((opt, value))
         else:
