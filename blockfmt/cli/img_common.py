@@ -38,6 +38,7 @@ __all__ = [
     "output_format",
     "parse_common",
     "size_argument",
+    "snapshot_refusal",
 ]
 
 DEFAULT_FORMAT = "raw"
@@ -212,6 +213,14 @@ def parse_common(
         else:
             parsed.rest.append((opt, value))
     return parsed
+
+
+def snapshot_refusal(fmt: str) -> str:
+    """What qemu-img says to ``-l snapshot`` for a format without internal snapshots."""
+    return (
+        f"Failed to load snapshot: Block format '{fmt}' used by device '' "
+        "does not support temporarily loading internal snapshots"
+    )
 
 
 def one_filename(parsed: CommonOptions) -> str:

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING
 
 from ..errors import BlockFormatError
 from ..options import coerce_create_options, parse_option_list
-from .img_common import DEFAULT_FORMAT, Failure, open_image, option_list, parse_common, size_argument
+from .img_common import (
+    DEFAULT_FORMAT,
+    Failure,
+    open_image,
+    option_list,
+    parse_common,
+    size_argument,
+    snapshot_refusal,
+)
 from .render import qobject_json
 from .report import EXIT_OK, Reporter
 
@@ -52,10 +60,7 @@ def cmd_measure(args: list[str], rep: Reporter, host: Host) -> int:
             rep, host, filename, parsed.fmt, read_only=True, force_share=parsed.force_share
         ) as image:
             if snapshot is not None:
-                raise Failure(
-                    f"Failed to load snapshot: Block format '{image.format}' used by device '' "
-                    "does not support temporarily loading internal snapshots"
-                )
+                raise Failure(snapshot_refusal(image.format))
             size = image.size
     assert size is not None
     if out_fmt not in host.formats:
