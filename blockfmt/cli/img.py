@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import getopt
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -141,5 +143,22 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG, host: Host | No
 
 
 def run() -> NoReturn:
-    """Console entry point: exit with :func:`main`'s code."""
-    run_console(main)
+    """Console entry point: exit with :func:`main`'s code.
+
+    Ctrl-C and a closed output pipe end the process by that signal, as they end qemu-img (which
+    installs no handlers): the shell sees the same status, and no traceback is printed. Whatever
+    was being written is cleaned up first, as the exception unwinds (a convert's or dd's partial
+    target is removed).
+    """
+    try:
+        run_console(main)
+    except KeyboardInterrupt:
+        _die_by(signal.SIGINT)
+    except BrokenPipeError:
+        _die_by(signal.SIGPIPE)
+
+
+def _die_by(signum: signal.Signals) -> NoReturn:
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    raise SystemExit(128 + signum)  # not reached: the default action ends the process
