@@ -99,7 +99,13 @@ def cmd_bench(args: list[str], rep: Reporter, host: Host) -> int:
         raise Failure(f"{open_context(filename)}force-share=on can only be used with read-only images")
     step = buffer_size if step is None else step
     with open_image(
-        rep, host, filename, parsed.fmt, read_only=not write, force_share=parsed.force_share
+        rep,
+        host,
+        filename,
+        parsed.fmt,
+        read_only=not write,
+        force_share=parsed.force_share,
+        image_opts=parsed.image_opts,
     ) as image:
         rep.out(
             f"Sending {count} {'write' if write else 'read'} requests, {buffer_size} bytes each, "

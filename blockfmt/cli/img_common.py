@@ -137,12 +137,18 @@ def open_image(
     *,
     read_only: bool,
     force_share: bool = False,
+    image_opts: bool = False,
 ) -> Image:
-    """Open the image a command names; errors get qemu-img's ``Could not open '<file>': `` context."""
+    """Open the image a command names (with *image_opts*, an option string such as
+    ``driver=vhdx,file.filename=x``); errors get qemu-img's ``Could not open '<file>': `` context."""
     from .opening import open_from_cli
 
+    if image_opts and fmt is not None:
+        raise Failure("--image-opts and --format are mutually exclusive")
     try:
-        return open_from_cli(rep, host, filename, fmt, read_only=read_only, force_share=force_share)
+        return open_from_cli(
+            rep, host, filename, fmt, read_only=read_only, force_share=force_share, image_opts=image_opts
+        )
     except BlockFormatError as err:
         raise Reported(err, open_context(filename)) from err
 

@@ -42,8 +42,24 @@ def cmd_compare(args: list[str], rep: Reporter, host: Host) -> int:
     share = parsed.force_share
     try:
         with (
-            open_image(rep, host, first_name, parsed.fmt, read_only=True, force_share=share) as first,
-            open_image(rep, host, second_name, second_fmt, read_only=True, force_share=share) as second,
+            open_image(
+                rep,
+                host,
+                first_name,
+                parsed.fmt,
+                read_only=True,
+                force_share=share,
+                image_opts=parsed.image_opts,
+            ) as first,
+            open_image(
+                rep,
+                host,
+                second_name,
+                second_fmt,
+                read_only=True,
+                force_share=share,
+                image_opts=parsed.image_opts,
+            ) as second,
         ):
             return _compare_images(say, first, second, strict)
     except Reported as err:

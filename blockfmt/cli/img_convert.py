@@ -162,7 +162,15 @@ def cmd_convert(args: list[str], rep: Reporter, host: Host) -> int:
     with contextlib.ExitStack() as stack:
         sources = [
             stack.enter_context(
-                open_image(rep, host, name, parsed.fmt, read_only=True, force_share=parsed.force_share)
+                open_image(
+                    rep,
+                    host,
+                    name,
+                    parsed.fmt,
+                    read_only=True,
+                    force_share=parsed.force_share,
+                    image_opts=parsed.image_opts,
+                )
             )
             for name in source_names
         ]
@@ -177,10 +185,10 @@ def cmd_convert(args: list[str], rep: Reporter, host: Host) -> int:
         progress = ProgressPrinter(rep) if options.show_progress and not parsed.quiet else None
         try:
             if options.skip_create:
-                target_name, target_fmt = target, out_fmt
-                if options.target_image_opts:
-                    target_name, target_fmt = _target_from_options(target, out_fmt)
-                with open_image(rep, host, target_name, target_fmt, read_only=False) as output:
+                target_fmt = None if options.target_image_opts else out_fmt
+                with open_image(
+                    rep, host, target, target_fmt, read_only=False, image_opts=options.target_image_opts
+                ) as output:
                     if output.size < sum(source.size for source in sources):
                         raise Failure("output file is smaller than input file")
                     _copy_into(
@@ -206,15 +214,6 @@ def cmd_convert(args: list[str], rep: Reporter, host: Host) -> int:
             if progress is not None:
                 progress.end()
     return EXIT_OK
-
-
-def _target_from_options(text: str, default_fmt: str) -> tuple[str, str]:
-    """``--target-image-opts``: the file name and format of ``driver=fmt,file.filename=name``."""
-    values = dict(parse_option_list(text))
-    name = values.get("file.filename", values.get("filename"))
-    if name is None:
-        raise Failure(f"Could not open '{text}': A block device must be specified for \"file\"")
-    return name, values.get("driver", default_fmt)
 
 
 def _create_and_concatenate(

@@ -66,7 +66,13 @@ def cmd_dd(args: list[str], rep: Reporter, host: Host) -> int:
         raise Failure("Unknown file format")
     source_name, target = files["if"], files["of"]
     with open_image(
-        rep, host, source_name, parsed.fmt, read_only=True, force_share=parsed.force_share
+        rep,
+        host,
+        source_name,
+        parsed.fmt,
+        read_only=True,
+        force_share=parsed.force_share,
+        image_opts=parsed.image_opts,
     ) as source:
         end = source.size
         if count is not None and count <= INT64_MAX // block_size and count * block_size < end:

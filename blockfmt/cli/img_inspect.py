@@ -32,7 +32,15 @@ def cmd_info(args: list[str], rep: Reporter, host: Host) -> int:
     """``info [--object objectdef] [--image-opts] [-f fmt] [--output=ofmt] [-U] filename``."""
     parsed = parse_common(args, "f:hU", _OPENING_LONG)
     filename = one_filename(parsed)
-    with open_image(rep, host, filename, parsed.fmt, read_only=True, force_share=parsed.force_share) as image:
+    with open_image(
+        rep,
+        host,
+        filename,
+        parsed.fmt,
+        read_only=True,
+        force_share=parsed.force_share,
+        image_opts=parsed.image_opts,
+    ) as image:
         details = image.info()
         facts = render.InfoFacts(
             image.filename, image.format, image.size, image.actual_size(), details.cluster_size, details.dirty
@@ -56,7 +64,13 @@ def cmd_check(args: list[str], rep: Reporter, host: Host) -> int:
     filename = one_filename(parsed)
     output, quiet = parsed.output, parsed.quiet
     with open_image(
-        rep, host, filename, parsed.fmt, read_only=repair is RepairMode.NONE, force_share=parsed.force_share
+        rep,
+        host,
+        filename,
+        parsed.fmt,
+        read_only=repair is RepairMode.NONE,
+        force_share=parsed.force_share,
+        image_opts=parsed.image_opts,
     ) as image:
         result = _run_check(rep, image, repair)
         if result is None:
@@ -119,7 +133,15 @@ def cmd_map(args: list[str], rep: Reporter, host: Host) -> int:
         elif opt == "--max-length":
             max_length = _map_bound(value, "max length")
     filename = one_filename(parsed)
-    with open_image(rep, host, filename, parsed.fmt, read_only=True, force_share=parsed.force_share) as image:
+    with open_image(
+        rep,
+        host,
+        filename,
+        parsed.fmt,
+        read_only=True,
+        force_share=parsed.force_share,
+        image_opts=parsed.image_opts,
+    ) as image:
         end = min(image.size, start + max_length)
         extents = image.map(start, end - start) if start < end else []
         filename = image.filename

@@ -57,7 +57,13 @@ def cmd_measure(args: list[str], rep: Reporter, host: Host) -> int:
         raise Failure("Either --size N or one filename must be specified.")
     if filename is not None:
         with open_image(
-            rep, host, filename, parsed.fmt, read_only=True, force_share=parsed.force_share
+            rep,
+            host,
+            filename,
+            parsed.fmt,
+            read_only=True,
+            force_share=parsed.force_share,
+            image_opts=parsed.image_opts,
         ) as image:
             if snapshot is not None:
                 raise Failure(snapshot_refusal(image.format))

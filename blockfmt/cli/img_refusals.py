@@ -40,7 +40,13 @@ def cmd_snapshot(args: list[str], rep: Reporter, host: Host) -> int:
     action, name = actions[0] if actions else ("-l", "")
     listing = action == "-l"
     with open_image(
-        rep, host, parsed.operands[0], None, read_only=listing, force_share=parsed.force_share and listing
+        rep,
+        host,
+        parsed.operands[0],
+        None,
+        read_only=listing,
+        force_share=parsed.force_share and listing,
+        image_opts=parsed.image_opts,
     ):
         pass
     if listing:
@@ -79,7 +85,7 @@ def cmd_bitmap(args: list[str], rep: Reporter, host: Host) -> int:
     if len(parsed.operands) != 2:
         raise Failure("Expecting filename and bitmap name")
     filename, bitmap = parsed.operands
-    with open_image(rep, host, filename, parsed.fmt, read_only=False):
+    with open_image(rep, host, filename, parsed.fmt, read_only=False, image_opts=parsed.image_opts):
         pass
     first = actions[0]
     if first == "add":

@@ -70,7 +70,9 @@ def cmd_resize(args: list[str], rep: Reporter, host: Host) -> int:
         raise UsageError("Expecting image file name and size")
     sign = size_text[:1] if size_text[:1] in "+-" else ""
     amount = _size_option(size_text[len(sign) :])
-    with open_image(rep, host, parsed.operands[0], parsed.fmt, read_only=False) as image:
+    with open_image(
+        rep, host, parsed.operands[0], parsed.fmt, read_only=False, image_opts=parsed.image_opts
+    ) as image:
         current = image.size
         total = current + amount if sign == "+" else current - amount if sign == "-" else amount
         if total <= 0:
@@ -101,7 +103,9 @@ def cmd_amend(args: list[str], rep: Reporter, host: Host) -> int:
         raise Failure("Expecting one image file name")
     if not parsed.operands:
         return _amend_help(rep, host, parsed.fmt or "")
-    with open_image(rep, host, parsed.operands[0], parsed.fmt, read_only=asks_help) as image:
+    with open_image(
+        rep, host, parsed.operands[0], parsed.fmt, read_only=asks_help, image_opts=parsed.image_opts
+    ) as image:
         if not _resizable(image) or host.spec(image.format).data_only:
             raise Failure(f"Format driver '{image.format}' does not support option amendment")
         if asks_help:

@@ -38,6 +38,14 @@ CASES = [
     ["map", "--start-offset=100M", "--output=json", "t.raw"],
     ["map", "--start-offset=1000", "--max-length", "3000", "--output=json", "t.raw"],
     ["map", "--start-offset=x", "t.raw"],
+    ["info", "--image-opts", "driver=raw,file.filename=t.raw"],
+    ["info", "-f", "raw", "--image-opts", "driver=raw,file.filename=t.raw"],
+    ["check", "--image-opts", "driver=raw,file.driver=file,file.filename=t.raw"],
+    ["info", "--output=json", 'json:{"driver":"raw","file":{"driver":"file","filename":"t.raw"}}'],
+    ["compare", "--image-opts", "driver=raw,file.filename=t.raw", "driver=raw,file.filename=u.raw"],
+    ["snapshot", "-l", "--image-opts", "driver=raw,file.filename=t.raw"],
+    ["measure", "-O", "raw", "--image-opts", "driver=raw,file.filename=big.raw"],
+    ["info", "--image-opts", "driver=raw,file.filename=missing.raw"],
     ["map", "--max-length=-1", "t.raw"],
 ]
 
