@@ -334,7 +334,7 @@ def map_json(extents: Sequence[Extent], *, empty_at: int = 0) -> str:
     An empty range still prints one zero-length, absent extent at *empty_at*, as qemu-img does.
     """
     if not extents:
-        extents = [Extent(empty_at, 0, data=False, zero=False)]
+        extents = [Extent(empty_at, 0, data=False, zero=False, present=False)]
     rows = []
     for ext in extents:
         row = (
