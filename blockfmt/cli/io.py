@@ -9,6 +9,7 @@ spaces without quoting, like qemu-io's ``breakline``; they live in :mod:`blockfm
 from __future__ import annotations
 
 import getopt
+import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -102,8 +103,7 @@ class BufferedReporter(Reporter):
             return
         self._pending += text
         while len(self._pending) >= self.BLOCK:
-            self.stdout.write(self._pending[: self.BLOCK])
-            self.stdout.flush()
+            self._write(self._pending[: self.BLOCK])
             self._pending = self._pending[self.BLOCK :]
 
     def err(self, text: str) -> None:
@@ -112,10 +112,19 @@ class BufferedReporter(Reporter):
 
     def flush(self) -> None:
         """``fflush(stdout)``: at the prompt and at exit (a crash loses what is pending)."""
-        if self._pending:
-            self.stdout.write(self._pending)
-            self._pending = ""
-        self.stdout.flush()
+        self._write(self._pending)
+        self._pending = ""
+
+    def _write(self, text: str) -> None:
+        """Write and flush; a reader that went away (``| head``) is ignored, as qemu-io ignores
+        SIGPIPE and failed writes, and later output goes nowhere."""
+        try:
+            self.stdout.write(text)
+            self.stdout.flush()
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stdout.fileno())
+            os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG, host: Host | None = None) -> int:
