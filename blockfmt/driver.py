@@ -259,5 +259,16 @@ class FormatDriver(abc.ABC):
         """
         raise UnsupportedOperationError("This image format does not support backing files")
 
+    def truncate(self, size: int) -> None:
+        """Change the virtual disk size to *size* bytes, crash-safe; growth reads as zeros.
+
+        The host has checked that the image is writable and that a shrink was asked for
+        explicitly; the driver checks that *size* suits the format.
+
+        :raises UnsupportedOperationError: when the format cannot be resized (QEMU's text).
+        :raises InvalidOptionError: for a size the format cannot have.
+        """
+        raise UnsupportedOperationError("Image format driver does not support resize")
+
     def close(self) -> None:
         """Write back what is pending and release format state; never closes :attr:`file`."""

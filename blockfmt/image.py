@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .driver import CheckResult, Extent, FormatDriver, FormatSpec, ImageInfo, RepairMode
-from .errors import OutOfRangeError, ReadOnlyError
+from .errors import InvalidOptionError, OutOfRangeError, ReadOnlyError
 from .fileio import ImageFile
 
 if TYPE_CHECKING:
@@ -190,6 +190,22 @@ class Image(io.RawIOBase):
             self._check_writable()
         with self._lock:
             return self._hooks.check(self._driver, mode)
+
+    def resize(self, size: int, *, shrink: bool = False) -> None:
+        """Change the virtual disk size; growth reads as zeros, a shrink drops the data past *size*.
+
+        :param shrink: must be set to make the disk smaller (qemu-img ``resize --shrink``).
+        :raises InvalidOptionError: for a negative size, or a smaller one without *shrink*.
+        :raises UnsupportedOperationError: when the format cannot be resized.
+        :raises ReadOnlyError: when opened read-only.
+        """
+        self._checkClosed()
+        self._check_writable()
+        if size < 0:
+            raise InvalidOptionError("New image size must be positive")
+        if size < self.size and not shrink:
+            raise InvalidOptionError("Use the --shrink option to perform a shrink operation.")
+        self._driver.truncate(size)
 
     def actual_size(self) -> int:
         """Bytes the image file occupies on disk (qemu-img's "disk size")."""

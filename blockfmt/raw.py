@@ -47,6 +47,11 @@ class RawDriver(FormatDriver):
     def discard(self, offset: int, length: int) -> None:
         self.file.punch_hole(offset, length)
 
+    def truncate(self, size: int) -> None:
+        """The file is the disk: cut or extend it (the extension is a hole, reading zeros)."""
+        self.file.truncate(size)
+        self.size = size
+
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
         for pos, count, is_data in self.file.data_runs(offset, offset + length):
             yield Extent(pos, count, data=is_data, zero=not is_data, host_offset=pos)

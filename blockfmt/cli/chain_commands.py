@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 from ..api import open as open_image
 from ..commit import commit
@@ -15,6 +14,7 @@ from ..image import Image
 from ..rebase import rebase
 from . import render
 from .args import gnu_getopt
+from .img_common import ShowHelp
 from .report import EXIT_OK, Reporter, UsageError
 
 __all__ = [
@@ -86,13 +86,13 @@ def backing_facts(filename: str, backing: str, backing_fmt: str | None, host: Ho
         return parent.format, parent.size
 
 
-def cmd_commit(args: list[str], rep: Reporter, host: Host, show_help: Callable[[Reporter], int]) -> int:
+def cmd_commit(args: list[str], rep: Reporter, host: Host) -> int:
     """``commit [-f fmt] [-d] [-q] filename``: the child keeps its data (``-d`` is how it always works)."""
     opts, operands = gnu_getopt(args, "f:hdq", ["help"])
     fmt, quiet = None, False
     for opt, value in opts:
         if opt in ("-h", "--help"):
-            return show_help(rep)
+            raise ShowHelp
         if opt == "-f":
             fmt = value
         elif opt == "-q":
@@ -105,14 +105,14 @@ def cmd_commit(args: list[str], rep: Reporter, host: Host, show_help: Callable[[
     return EXIT_OK
 
 
-def cmd_rebase(args: list[str], rep: Reporter, host: Host, show_help: Callable[[Reporter], int]) -> int:
+def cmd_rebase(args: list[str], rep: Reporter, host: Host) -> int:
     """``rebase [-f fmt] [-F backing_fmt] [-u] [-q] -b backing_file filename``."""
     opts, operands = gnu_getopt(args, "f:F:b:hquU", ["help", "force-share"])
     fmt = backing_fmt = backing = None
     unsafe = False
     for opt, value in opts:
         if opt in ("-h", "--help"):
-            return show_help(rep)
+            raise ShowHelp
         if opt == "-f":
             fmt = value
         elif opt == "-F":

@@ -328,8 +328,13 @@ def map_human(extents: Iterable[Extent], filename: str, layer_names: Sequence[st
     return "".join(rows), True
 
 
-def map_json(extents: Sequence[Extent]) -> str:
-    """``qemu-img map --output=json``: one extent per line, with the layer that holds it (``depth``)."""
+def map_json(extents: Sequence[Extent], *, empty_at: int = 0) -> str:
+    """``qemu-img map --output=json``: one extent per line, with the layer that holds it (``depth``).
+
+    An empty range still prints one zero-length, absent extent at *empty_at*, as qemu-img does.
+    """
+    if not extents:
+        extents = [Extent(empty_at, 0, data=False, zero=False, present=False)]
     rows = []
     for ext in extents:
         row = (

@@ -185,3 +185,20 @@ def test_chain_command_errors_are_one_line(img, tmp_path):
         == f"qemu-img: c.avhdx: {size_error}\n"
     )
     assert not (tmp_path / "c.avhdx").exists()
+
+
+@pytest.mark.parametrize(("fmt", "names"), PAIRS)
+def test_qemu_io_alloc_and_map_count_only_the_top_image(img, capsys, monkeypatch, tmp_path, fmt, names):
+    """qemu-io's ``alloc``/``map`` ask the top image alone, as QEMU's bdrv_is_allocated does: bytes
+    that only a parent holds are "not allocated" in the child."""
+    build(img, tmp_path, fmt, names)
+    child = names[1]
+    outcome = run_in_process(capsys, monkeypatch, tmp_path, "io", ["-c", "alloc 0 2M", child])
+    assert outcome.code == 0, outcome.stderr
+    if fmt == "vhdx":  # sector bitmaps: exactly the 64 KiB written into the child
+        assert outcome.stdout == "65536/2097152 bytes allocated at offset 0 bytes\n"
+    else:  # VDI copies the written 1 MiB block up whole
+        assert outcome.stdout == "1048576/2097152 bytes allocated at offset 0 bytes\n"
+    outcome = run_in_process(capsys, monkeypatch, tmp_path, "io", ["-c", "map", child])
+    assert outcome.code == 0, outcome.stderr
+    assert outcome.stdout.splitlines()[0] == "1 MiB (0x100000) bytes not allocated at offset 0 bytes (0x0)"

@@ -132,7 +132,13 @@ def test_map_human_stops_at_data_without_offset() -> None:
     rows, complete = render.map_human([Extent(0, 512, True, False, 0), Extent(512, 512, True, False)], "f")
     assert rows == "0               0x200           0               f\n"
     assert complete is False
-    assert render.map_json([]) == "[]\n"
+
+
+def test_map_json_of_empty_range_is_one_absent_extent() -> None:
+    """qemu-img map of a 0-byte image (or past the end) prints one zero-length extent, not ``[]``."""
+    absent = '"length": 0, "depth": 0, "present": false, "zero": false, "data": false}]\n'
+    assert render.map_json([]) == '[{ "start": 0, ' + absent
+    assert render.map_json([], empty_at=5) == '[{ "start": 5, ' + absent
 
 
 @pytest.mark.parametrize(

@@ -101,8 +101,8 @@ def reopen_f(session: Session, argv: list[str]) -> None:
 def map_f(session: Session, argv: list[str]) -> None:
     """``map``: runs of allocated and unallocated bytes, as this image alone decides them.
 
-    A range is allocated when the image itself says what it reads as (data or zeros), which for
-    an image without a backing file is everywhere, as in QEMU.
+    A range is allocated when the image itself (depth 0, not a backing file) says what it reads
+    as (data or zeros), which for an image without a backing file is everywhere, as in QEMU.
     """
     image = session.current
     try:
@@ -112,7 +112,7 @@ def map_f(session: Session, argv: list[str]) -> None:
         raise CommandFailed from err
     runs: list[tuple[int, int, bool]] = []
     for extent in extents:
-        allocated = extent.data or extent.zero
+        allocated = extent.depth == 0 and (extent.data or extent.zero)
         if runs and runs[-1][2] == allocated:
             start, length, _ = runs[-1]
             runs[-1] = (start, length + extent.length, allocated)
@@ -134,7 +134,7 @@ def alloc_f(session: Session, argv: list[str]) -> None:
     allocated = 0
     if count:
         try:
-            allocated = sum(e.length for e in image.map(offset, count) if e.data or e.zero)
+            allocated = sum(e.length for e in image.map(offset, count) if e.depth == 0 and (e.data or e.zero))
         except BlockFormatError as err:
             session.rep.out(f"is_allocated failed: {os.strerror(errno_of(err))}\n")
             raise CommandFailed from err

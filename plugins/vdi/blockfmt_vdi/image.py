@@ -433,6 +433,12 @@ class VdiDriver(FormatDriver):
     def info(self) -> ImageInfo:
         return ImageInfo(cluster_size=self.block_size)
 
+    def truncate(self, size: int) -> None:
+        """Grow or shrink the disk in place, crash-safe (see :mod:`.resize`)."""
+        from .resize import resize
+
+        resize(self, size)
+
 
 def _ranges(values: list[int]) -> Iterator[tuple[int, int]]:
     """Group sorted integers into inclusive ``(lo, hi)`` runs of consecutive values."""

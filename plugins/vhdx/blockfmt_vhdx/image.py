@@ -541,6 +541,12 @@ class VhdxDriver(FormatDriver):
         self.begin_change()
         self._set_whole_blocks(offset, length, BatState.UNMAPPED, only_data=True)
 
+    def truncate(self, size: int) -> None:
+        """Grow or shrink the disk in place, committed by one log transaction (see :mod:`.resize`)."""
+        from .resize import resize
+
+        resize(self, size)
+
     def flush(self) -> None:
         """Commit staged BAT entries (one log transaction, which flushes), or just flush the data."""
         if not self.commit_entries():
