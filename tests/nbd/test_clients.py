@@ -90,6 +90,35 @@ def test_qemu_img_convert_of_the_export_equals_blockfmt_convert(serve, qemu_img,
     assert served.read_bytes() == blockfmt_raw(image, tmp_path / "direct.raw")
 
 
+@pytest.mark.parametrize(
+    ("fmt", "suffix", "options"),
+    [
+        ("vhdx", "avhdx", {"block_size": MiB}),
+        ("vhdx", "avhdx", {"logical_sector_size": 4096}),
+        ("vdi", "vdi", {}),
+    ],
+    ids=["vhdx-512", "vhdx-4096", "vdi"],
+)
+def test_a_differencing_chain_exports_as_its_flattened_bytes(serve, qemu_img, tmp_path, fmt, suffix, options):
+    """A base, a middle and a top child (formats QEMU cannot open as chains) served through
+    blockfmt-nbd: the export reads as ``blockfmt-img convert -O raw`` flattens the chain."""
+    names = [tmp_path / f"base.{fmt}", tmp_path / f"mid.{suffix}", tmp_path / f"top.{suffix}"]
+    writes = [(0, 0x11, 3 * MiB), (MiB + 1536, 0x22, 5000), (2 * MiB - 512, 0x33, 4096)]
+    for depth, (name, (offset, byte, length)) in enumerate(zip(names, writes, strict=True)):
+        if depth == 0:
+            blockfmt.create(name, fmt, 24 * MiB, **options)
+        else:  # each layer is written before its child is made, as a parent must stay unchanged
+            blockfmt.create(name, fmt, None, backing_file=str(names[depth - 1]), backing_fmt=fmt)
+        with blockfmt.open(name, read_only=False) as img:
+            img.write_at(offset, bytes([byte]) * length)
+    server = serve(names[-1], "-r", "-f", fmt)
+    served = tmp_path / "served.raw"
+    run_ok([qemu_img, "convert", "-O", "raw", server.uri, str(served)])
+    expected = blockfmt_raw(names[-1], tmp_path / "direct.raw")
+    assert served.read_bytes() == expected
+    assert expected[MiB + 1536 : MiB + 1536 + 5000] == b"\x22" * 5000  # the middle layer shows through
+
+
 def test_qemu_io_writes_and_reads_patterns_that_land_in_the_image(serve, qemu_io, qemu_img, tmp_path):
     image = make_vhdx(tmp_path / "d.vhdx")
     server = serve(image, "-t")
