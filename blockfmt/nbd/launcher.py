@@ -129,15 +129,20 @@ def nbdkit_command(options: ServerOptions, nbdkit: str = "nbdkit") -> list[str]:
 def nbdkit_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """*base* (default ``os.environ``) plus this interpreter's import directories for the plugin.
 
-    The standard library is left out: nbdkit's interpreter has its own, of the same version.
+    The standard library is left out: nbdkit's interpreter has its own, of the same version. Its
+    site-packages stays, even where it lies inside the standard library's folder (a pyenv or
+    system-wide install rather than a venv): that is where blockfmt and its dependencies are.
     """
     stdlib = {sysconfig.get_path("stdlib"), sysconfig.get_path("platstdlib")}
+    site_dirs = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+
+    def under(entry: str, roots: set[str]) -> bool:
+        return any(entry == root or entry.startswith(root + os.sep) for root in roots)
+
     entries = [
         os.path.abspath(entry)
         for entry in sys.path
-        if entry
-        and not any(entry == lib or entry.startswith(lib + os.sep) for lib in stdlib)
-        and not entry.endswith(".zip")
+        if entry and (under(entry, site_dirs) or not under(entry, stdlib)) and not entry.endswith(".zip")
     ]
     env = dict(os.environ if base is None else base)
     env[SYS_PATH_ENV] = os.pathsep.join(entries)
