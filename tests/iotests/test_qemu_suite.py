@@ -8,6 +8,7 @@ ways. The whole suite takes tens of minutes: it is ``tox -e qemu-suite``, not pa
 from __future__ import annotations
 
 import os
+import time
 import subprocess
 
 import pytest
@@ -211,7 +212,7 @@ def test_a_run_past_its_deadline_is_killed_with_every_process_it_started(monkeyp
     child = int(output.split()[0])
     assert returncode == -9
     assert seen == ["001 pass"]
-    assert _gone_or_zombie(child)
+    assert _dies_within(child, seconds=5.0)
 
 
 def _gone_or_zombie(pid: int) -> bool:
@@ -221,3 +222,14 @@ def _gone_or_zombie(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def _dies_within(pid: int, seconds: float) -> bool:
+    """SIGKILL is delivered asynchronously: the kill returns before the target has stopped running,
+    so a loaded machine can show it alive for a moment. Poll until it is gone or a zombie."""
+    deadline = time.monotonic() + seconds
+    while not _gone_or_zombie(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
