@@ -8,8 +8,8 @@ ways. The whole suite takes tens of minutes: it is ``tox -e qemu-suite``, not pa
 from __future__ import annotations
 
 import os
-import time
 import subprocess
+import time
 
 import pytest
 
