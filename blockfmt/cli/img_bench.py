@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import BlockFormatError
 from .args import INT64_MAX, NumberError, cvtnum, parse_pattern
-from .img_common import Failure, Reported, open_image, parse_common
+from .img_common import Failure, Reported, open_parsed, parse_common
 from .report import EXIT_OK, Reporter, UsageError, open_context
 
 if TYPE_CHECKING:
@@ -98,15 +98,7 @@ def cmd_bench(args: list[str], rep: Reporter, host: Host) -> int:
     if write and parsed.force_share:
         raise Failure(f"{open_context(filename)}force-share=on can only be used with read-only images")
     step = buffer_size if step is None else step
-    with open_image(
-        rep,
-        host,
-        filename,
-        parsed.fmt,
-        read_only=not write,
-        force_share=parsed.force_share,
-        image_opts=parsed.image_opts,
-    ) as image:
+    with open_parsed(rep, host, parsed, filename, read_only=not write) as image:
         rep.out(
             f"Sending {count} {'write' if write else 'read'} requests, {buffer_size} bytes each, "
             f"{depth} in parallel (starting at offset {offset}, step size {step})\n"

@@ -153,6 +153,19 @@ def open_image(
         raise Reported(err, open_context(filename)) from err
 
 
+def open_parsed(rep: Reporter, host: Host, parsed: CommonOptions, filename: str, *, read_only: bool) -> Image:
+    """:func:`open_image` with the format, ``-U`` and ``--image-opts`` a command line gave."""
+    return open_image(
+        rep,
+        host,
+        filename,
+        parsed.fmt,
+        read_only=read_only,
+        force_share=parsed.force_share,
+        image_opts=parsed.image_opts,
+    )
+
+
 @dataclass
 class CommonOptions:
     """The options most subcommands share, after parsing.

@@ -18,6 +18,7 @@ from .img_common import (
     Failure,
     Reported,
     open_image,
+    open_parsed,
     option_help,
     option_list,
     parse_common,
@@ -161,18 +162,7 @@ def cmd_convert(args: list[str], rep: Reporter, host: Host) -> int:
         coerce_create_options(host.spec(out_fmt), create_options)  # fail before opening, as qemu-img
     with contextlib.ExitStack() as stack:
         sources = [
-            stack.enter_context(
-                open_image(
-                    rep,
-                    host,
-                    name,
-                    parsed.fmt,
-                    read_only=True,
-                    force_share=parsed.force_share,
-                    image_opts=parsed.image_opts,
-                )
-            )
-            for name in source_names
+            stack.enter_context(open_parsed(rep, host, parsed, name, read_only=True)) for name in source_names
         ]
         if options.snapshot is not None:
             raise Failure(snapshot_refusal(sources[0].format))

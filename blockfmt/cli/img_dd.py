@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import BlockFormatError
 from .args import INT64_MAX, NumberError, cvtnum
-from .img_common import DEFAULT_FORMAT, Failure, Reported, open_image, parse_common
+from .img_common import DEFAULT_FORMAT, Failure, Reported, open_image, open_parsed, parse_common
 from .report import EXIT_OK, Reporter
 
 if TYPE_CHECKING:
@@ -65,15 +65,7 @@ def cmd_dd(args: list[str], rep: Reporter, host: Host) -> int:
     if out_fmt not in host.formats:
         raise Failure("Unknown file format")
     source_name, target = files["if"], files["of"]
-    with open_image(
-        rep,
-        host,
-        source_name,
-        parsed.fmt,
-        read_only=True,
-        force_share=parsed.force_share,
-        image_opts=parsed.image_opts,
-    ) as source:
+    with open_parsed(rep, host, parsed, source_name, read_only=True) as source:
         end = source.size
         if count is not None and count <= INT64_MAX // block_size and count * block_size < end:
             end = count * block_size

@@ -8,7 +8,7 @@ from ..driver import CheckResult, RepairMode
 from ..errors import BlockFormatError, UnsupportedOperationError
 from . import render
 from .args import INT64_MAX, NumberError, cvtnum
-from .img_common import Failure, Reported, one_filename, open_image, parse_common
+from .img_common import Failure, Reported, one_filename, open_parsed, parse_common
 from .report import (
     EXIT_CHECK_CORRUPTIONS,
     EXIT_CHECK_LEAKS,
@@ -35,15 +35,7 @@ def cmd_info(args: list[str], rep: Reporter, host: Host) -> int:
     from .chain_commands import info_text
 
     filename = one_filename(parsed)
-    with open_image(
-        rep,
-        host,
-        filename,
-        parsed.fmt,
-        read_only=True,
-        force_share=parsed.force_share,
-        image_opts=parsed.image_opts,
-    ) as image:
+    with open_parsed(rep, host, parsed, filename, read_only=True) as image:
         text = info_text(image, parsed.output, backing_chain)
     rep.out(text)
     return EXIT_OK
@@ -63,15 +55,7 @@ def cmd_check(args: list[str], rep: Reporter, host: Host) -> int:
             repair = RepairMode(value)
     filename = one_filename(parsed)
     output, quiet = parsed.output, parsed.quiet
-    with open_image(
-        rep,
-        host,
-        filename,
-        parsed.fmt,
-        read_only=repair is RepairMode.NONE,
-        force_share=parsed.force_share,
-        image_opts=parsed.image_opts,
-    ) as image:
+    with open_parsed(rep, host, parsed, filename, read_only=repair is RepairMode.NONE) as image:
         result = _run_check(rep, image, repair)
         if result is None:
             return EXIT_CHECK_UNSUPPORTED
@@ -135,15 +119,7 @@ def cmd_map(args: list[str], rep: Reporter, host: Host) -> int:
         elif opt == "--max-length":
             max_length = _map_bound(value, "max length")
     filename = one_filename(parsed)
-    with open_image(
-        rep,
-        host,
-        filename,
-        parsed.fmt,
-        read_only=True,
-        force_share=parsed.force_share,
-        image_opts=parsed.image_opts,
-    ) as image:
+    with open_parsed(rep, host, parsed, filename, read_only=True) as image:
         end = min(image.size, start + max_length)
         extents = image.map(start, end - start) if start < end else []
         filename = image.filename

@@ -13,7 +13,7 @@ from ..options import coerce_create_options, parse_option_list
 from .img_common import (
     DEFAULT_FORMAT,
     Failure,
-    open_image,
+    open_parsed,
     option_list,
     parse_common,
     size_argument,
@@ -56,15 +56,7 @@ def cmd_measure(args: list[str], rep: Reporter, host: Host) -> int:
     if filename is None and size is None:
         raise Failure("Either --size N or one filename must be specified.")
     if filename is not None:
-        with open_image(
-            rep,
-            host,
-            filename,
-            parsed.fmt,
-            read_only=True,
-            force_share=parsed.force_share,
-            image_opts=parsed.image_opts,
-        ) as image:
+        with open_parsed(rep, host, parsed, filename, read_only=True) as image:
             if snapshot is not None:
                 raise Failure(snapshot_refusal(image.format))
             size = image.size
