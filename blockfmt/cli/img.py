@@ -62,12 +62,12 @@ def _global_options(args: list[str], rep: Reporter) -> list[str] | None:
         if "requires argument" in err.msg:
             raise UsageError(f"missing argument for option '{dashes}{err.opt}'") from None
         raise UsageError(f"unrecognized option '{dashes}{err.opt}'") from None
-    from .img_help import version_text
-
     for opt, value in opts:
         if opt in ("-h", "--help"):
             raise ShowHelp
         if opt in ("-V", "--version"):
+            from .img_help import version_text  # importlib.metadata costs ~40 ms of every start
+
             rep.out(version_text(rep.prog))
             return None
         if opt == "--list-plugins":  # blockfmt's own: which format plugins loaded, and which did not
