@@ -11,8 +11,8 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import BlockFormatError
-from .args import INT64_MAX, NumberError, cvtnum, parse_pattern
-from .img_common import Failure, Reported, open_parsed, parse_common
+from .args import parse_pattern
+from .img_common import Failure, Reported, open_parsed, parse_common, size_option
 from .report import EXIT_OK, Reporter, UsageError, open_context
 
 if TYPE_CHECKING:
@@ -40,16 +40,6 @@ def _whole(text: str, what: str, minimum: int) -> int:
     return value
 
 
-def _size(text: str, what: str) -> int:
-    value = cvtnum(text, INT64_MAX)
-    if isinstance(value, NumberError):
-        raise Failure(
-            f"Invalid {what} specified. You may use k, M, G, T, P or E suffixes for",
-            "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.",
-        )
-    return value
-
-
 def cmd_bench(args: list[str], rep: Reporter, host: Host) -> int:
     """``bench [-c count] [-d depth] [-f fmt] [--flush-interval=n] [-i aio] [-n] [--no-drain] [-o offset]
     [--pattern=p] [-q] [-s buffer_size] [-S step_size] [-t cache] [-w] [-U] filename``."""
@@ -68,11 +58,11 @@ def cmd_bench(args: list[str], rep: Reporter, host: Host) -> int:
         elif opt == "-d":
             depth = _whole(value, "queue depth", 1)
         elif opt == "-o":
-            offset = _size(value, "offset")
+            offset = size_option(value, "offset")
         elif opt == "-s":
-            buffer_size = _size(value, "buffer size")
+            buffer_size = size_option(value, "buffer size")
         elif opt == "-S":
-            step = _size(value, "step_size")
+            step = size_option(value, "step_size")
         elif opt == "-w":
             write = True
         elif opt == "--pattern":

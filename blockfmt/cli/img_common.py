@@ -104,6 +104,17 @@ def size_argument(text: str) -> int:
     return value
 
 
+def size_option(text: str, what: str) -> int:
+    """A size-valued option (``--start-offset``, ``bs=``, ``-S``, ...) with cvtnum's suffix message."""
+    value = cvtnum(text, INT64_MAX)
+    if isinstance(value, NumberError):
+        raise Failure(
+            f"Invalid {what} specified. You may use k, M, G, T, P or E suffixes for",
+            "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.",
+        )
+    return value
+
+
 def option_list(text: str) -> str:
     """Reject what qemu-img's ``is_valid_option_list`` rejects: empty, leading or odd trailing commas."""
     stripped = text.rstrip(",")

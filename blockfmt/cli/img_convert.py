@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 from ..errors import BlockFormatError
 from ..options import coerce_create_options, parse_option_list
 from . import render
-from .args import INT64_MAX, NumberError, cvtnum
 from .img_common import (
     DEFAULT_FORMAT,
     HELP_OPTIONS,
@@ -22,6 +21,7 @@ from .img_common import (
     option_help,
     option_list,
     parse_common,
+    size_option,
     snapshot_refusal,
 )
 from .report import EXIT_OK, Reporter
@@ -65,16 +65,6 @@ class _ConvertOptions:
     sparse: int = DEFAULT_SPARSE
 
 
-def _number_option(value: str, what: str) -> int:
-    number = cvtnum(value, INT64_MAX)
-    if isinstance(number, NumberError):
-        raise Failure(
-            f"Invalid {what} specified. You may use k, M, G, T, P or E suffixes for",
-            "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.",
-        )
-    return number
-
-
 def _parse(args: list[str]) -> tuple[CommonOptions, _ConvertOptions]:
     parsed = parse_common(
         args,
@@ -107,7 +97,7 @@ def _parse(args: list[str]) -> tuple[CommonOptions, _ConvertOptions]:
         elif opt == "-l":
             options.snapshot = value
         elif opt == "-S":
-            sparse = _number_option(value, "buffer size for sparse output")
+            sparse = size_option(value, "buffer size for sparse output")
             options.sparse = sparse
             if sparse % SPARSE_UNIT or sparse > SPARSE_MAX:
                 raise Failure(
@@ -122,7 +112,7 @@ def _parse(args: list[str]) -> tuple[CommonOptions, _ConvertOptions]:
                     f"{MAX_COROUTINES}"
                 )
         elif opt == "-r":
-            _number_option(value, "rate limit")
+            size_option(value, "rate limit")
         elif opt == "--target-is-zero":
             options.target_is_zero = True
         elif opt == "--target-image-opts":

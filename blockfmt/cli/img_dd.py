@@ -14,8 +14,8 @@ import os
 from typing import TYPE_CHECKING
 
 from ..errors import BlockFormatError
-from .args import INT64_MAX, NumberError, cvtnum
-from .img_common import DEFAULT_FORMAT, Failure, Reported, open_image, open_parsed, parse_common
+from .args import INT64_MAX
+from .img_common import DEFAULT_FORMAT, Failure, Reported, open_image, open_parsed, parse_common, size_option
 from .report import EXIT_OK, Reporter
 
 if TYPE_CHECKING:
@@ -30,16 +30,6 @@ COPY_CHUNK = 4 << 20
 _ZEROS = bytes(COPY_CHUNK)
 
 
-def _number(name: str, text: str) -> int:
-    value = cvtnum(text, INT64_MAX)
-    if isinstance(value, NumberError):
-        raise Failure(
-            f"Invalid {name} specified. You may use k, M, G, T, P or E suffixes for",
-            "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.",
-        )
-    return value
-
-
 def cmd_dd(args: list[str], rep: Reporter, host: Host) -> int:
     """``dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=n] [count=n] [skip=n] if=input of=output``."""
     parsed = parse_common(args, "hf:O:U", ["help", "image-opts", "force-share", "object="])
@@ -51,13 +41,13 @@ def cmd_dd(args: list[str], rep: Reporter, host: Host) -> int:
         if not sep or key not in ("bs", "count", "skip", "if", "of"):
             raise Failure(f"unrecognized operand {key}")
         if key == "bs":
-            block_size = _number("bs", value)
+            block_size = size_option(value, "bs")
             if not 0 < block_size <= INT_MAX:
                 raise Failure(f"Invalid bs specified. Must be between 1 and {INT_MAX}.")
         elif key == "count":
-            count = _number("count", value)
+            count = size_option(value, "count")
         elif key == "skip":
-            skip = _number("skip", value)
+            skip = size_option(value, "skip")
         else:
             files[key] = value
     if "if" not in files or "of" not in files:

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from ..driver import CheckResult, RepairMode
 from ..errors import BlockFormatError, UnsupportedOperationError
 from . import render
-from .args import INT64_MAX, NumberError, cvtnum
-from .img_common import Failure, Reported, one_filename, open_parsed, parse_common
+from .args import INT64_MAX
+from .img_common import Failure, Reported, one_filename, open_parsed, parse_common, size_option
 from .report import (
     EXIT_CHECK_CORRUPTIONS,
     EXIT_CHECK_LEAKS,
@@ -97,16 +97,6 @@ def _run_check(rep: Reporter, image: Image, repair: RepairMode) -> CheckResult |
     return result
 
 
-def _map_bound(text: str, what: str) -> int:
-    value = cvtnum(text, INT64_MAX)
-    if isinstance(value, NumberError):
-        raise Failure(
-            f"Invalid {what} specified. You may use k, M, G, T, P or E suffixes for",
-            "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.",
-        )
-    return value
-
-
 def cmd_map(args: list[str], rep: Reporter, host: Host) -> int:
     """``map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename``."""
     parsed = parse_common(args, "f:hU", (*_OPENING_LONG, "start-offset=", "max-length="))
@@ -115,9 +105,9 @@ def cmd_map(args: list[str], rep: Reporter, host: Host) -> int:
     start, max_length = 0, INT64_MAX
     for opt, value in parsed.rest:
         if opt == "--start-offset":
-            start = _map_bound(value, "start offset")
+            start = size_option(value, "start offset")
         elif opt == "--max-length":
-            max_length = _map_bound(value, "max length")
+            max_length = size_option(value, "max length")
     filename = one_filename(parsed)
     with open_parsed(rep, host, parsed, filename, read_only=True) as image:
         end = min(image.size, start + max_length)

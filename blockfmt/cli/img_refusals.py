@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .args import INT64_MAX, NumberError, cvtnum
-from .img_common import Failure, open_image, parse_common
+from .img_common import Failure, open_image, parse_common, size_option
 from .report import EXIT_OK, Reporter, UsageError
 
 if TYPE_CHECKING:
@@ -71,11 +70,8 @@ def cmd_bitmap(args: list[str], rep: Reporter, host: Host) -> int:
             source_file = value
         elif opt == "-F":
             source_fmt = value
-        elif opt == "-g" and isinstance(cvtnum(value, INT64_MAX), NumberError):
-            raise Failure(
-                "Invalid granularity specified. You may use k, M, G, T, P or E suffixes for",
-                "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.",
-            )
+        elif opt == "-g":
+            size_option(value, "granularity")
     if not actions:
         raise Failure("Need at least one of --add, --remove, --clear, --enable, --disable, or --merge")
     if source_file is not None and "merge" not in actions:
