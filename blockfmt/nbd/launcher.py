@@ -8,12 +8,14 @@ leaves (``-t`` drops it), ``--filter=limit`` is ``-e/--shared``, and ``--filter=
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,8 @@ __all__ = [
 
 #: read by :mod:`.nbdkit_script` (which cannot import this module before the path is set)
 SYS_PATH_ENV = "BLOCKFMT_NBD_SYS_PATH"
+#: how long ``--fork --pid-file`` waits for the background server to write its PID
+PID_FILE_TIMEOUT = 30.0
 SCRIPT = Path(__file__).with_name("nbdkit_script.py")
 INSTALL_HINT = "install the Debian packages nbdkit and nbdkit-plugin-python"
 _PYTHON_VERSION = re.compile(r"^python_version=(\d+)\.(\d+)", re.MULTILINE)
@@ -159,4 +163,28 @@ def run_nbdkit(options: ServerOptions) -> NoReturn:
     argv = nbdkit_command(options, nbdkit)
     sys.stdout.flush()
     sys.stderr.flush()
+    if options.fork and options.pid_file is not None:
+        sys.exit(_fork_and_wait_for_pid_file(argv, options.pid_file))
     os.execve(nbdkit, argv, nbdkit_environment())
+
+
+def _fork_and_wait_for_pid_file(argv: list[str], pid_file: str) -> int:
+    """Run a forking nbdkit and return only once its PID file is written, as qemu-nbd --fork does.
+
+    nbdkit's parent exits right after fork(2), before the background server writes ``--pidfile``;
+    a caller that reads the file as soon as we return would otherwise race the server.
+    """
+    returncode = subprocess.run(argv, env=nbdkit_environment(), check=False).returncode
+    if returncode != 0:
+        return returncode
+    deadline = time.monotonic() + PID_FILE_TIMEOUT
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if Path(pid_file).read_text().strip():
+                return 0
+        time.sleep(0.01)
+    print(
+        f"blockfmt-nbd: nbdkit wrote no PID file to '{pid_file}' within {PID_FILE_TIMEOUT:g} s",
+        file=sys.stderr,
+    )
+    return 1
