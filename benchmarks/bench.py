@@ -42,15 +42,28 @@ more ``--repeat``.
 * ``start-up FMT``: ``qemu-img info`` against ``blockfmt-img info`` of a small (64 MiB) image, both
   as whole processes (interpreter start, imports and plugin loading included: what a script that
   runs the tool hundreds of times, such as qemu-iotests, pays each time).
+* ``cvt FMT->FMT MODE FS``: ``qemu-img convert`` against ``blockfmt-img convert`` of the full
+  image into its own format, both as whole processes, on ext4 (the work directory) and on tmpfs
+  (``--tmpfs``, default ``/dev/shm``: no device, so CPU cost shows undiluted). ``default`` runs
+  each tool with its default target cache mode, what a user typing the command gets (qemu-img's
+  is ``unsafe``: the target is not flushed); ``flush`` runs both with ``-t writeback`` (one flush
+  at the end). ``floor`` is the wall time of ``cp --sparse=always`` of the same source (followed
+  by ``sync`` of the copy for ``flush``): what moving those bytes costs at least.
+
+Every row also shows CPU time, user + system of each side's whole process from ``wait4``
+(``q cpu``, ``bf cpu``; for worker rows interpreter start and imports included), and ``cpu r``,
+their ratio of medians. ``--load N`` keeps N CPU-spinning processes running throughout, to see
+whether a side slows down more than the other on a busy machine.
 
 ``--check`` exits 1 when a target is missed: ratio <= 1.0 for convert and sequential reads, and
-for VHDX allocating writes; open below 0.2 s (operation time) and below 100 MiB peak RSS;
-start-up at most 0.1 s.
+for VHDX allocating writes; a CPU ratio <= 1.5 for the ``cvt`` rows; open below 0.2 s (operation
+time) and below 100 MiB peak RSS; start-up at most 0.1 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -61,7 +74,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +99,8 @@ WRITE_DISK_SIZE = 64 * GiB
 WRITE_PATTERN = "0xa5"
 #: targets checked by ``--check``
 MAX_RATIO = 1.0
+#: convert may use at most this much CPU time (user + system) per byte relative to qemu-img
+MAX_CPU_RATIO = 1.5
 MAX_OPEN_SECONDS = 0.2
 MAX_OPEN_RSS = 100 * MiB
 #: qemu-img info's "cluster_size" gives the allocation unit; raw has none (a file system block)
@@ -113,6 +128,18 @@ class Sample:
     seconds: float  # what the ratio uses
     process_seconds: float
     max_rss: int  # bytes
+    #: user + system CPU time of the whole process (children it waited for included)
+    cpu_seconds: float
+
+
+@dataclass(frozen=True)
+class ProcessRun:
+    """What :func:`run_process` measured of one finished process."""
+
+    seconds: float
+    max_rss: int  # bytes
+    cpu_seconds: float
+    stdout: str
 
 
 @dataclass
@@ -124,20 +151,28 @@ class Case:
     worker: list[str]
     prepare: Callable[[], object] = lambda: None
     ratio_target: float | None = None
+    #: the highest blockfmt/qemu ratio of median CPU time (user + system) that meets the target
+    cpu_target: float | None = None
     open_target: bool = False
     #: both sides are timed as whole processes, blockfmt's included (the start-up case)
     whole_process: bool = False
+    #: a third command timed beside both sides (as a whole process): the floor moving the same
+    #: bytes costs, e.g. ``cp --sparse=always`` of the source (``floor`` column)
+    floor: list[str] | None = None
     qemu_samples: list[Sample] = field(default_factory=list)
     blockfmt_samples: list[Sample] = field(default_factory=list)
+    floor_samples: list[Sample] = field(default_factory=list)
 
 
-def run_process(argv: Sequence[str], env_extra: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """Run *argv*; return its wall time, its own peak RSS in bytes, and its stdout.
+def run_process(argv: Sequence[str], env_extra: dict[str, str] | None = None) -> ProcessRun:
+    """Run *argv*; return its wall time, its own peak RSS, its CPU time and its stdout.
 
     The peak RSS comes from GNU time when installed: Linux carries a process's peak RSS across
     ``exec``, so a child forked straight from this (larger) Python process would report at least
     this process's RSS; GNU time forks from its own tiny image. Without it, the child's rusage from
-    ``os.wait4`` is used, an upper bound.
+    ``os.wait4`` is used, an upper bound. The CPU time is the child's user + system time from
+    ``os.wait4``, which includes the descendants it waited for (the command under GNU time, the
+    ``cp`` under ``sh``); GNU time's own share is well under a millisecond.
     """
     env = dict(os.environ, LC_ALL="C", LANG="C", **(env_extra or {}))
     gnu_time = shutil.which("time", path="/usr/bin:/bin")
@@ -158,27 +193,37 @@ def run_process(argv: Sequence[str], env_extra: dict[str, str] | None = None) ->
             message = err.read().decode(errors="replace")
             raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {message}")
         max_rss_kib = int(rss.read().split()[-1]) if gnu_time else usage.ru_maxrss
-        return elapsed, max_rss_kib * KiB, out.read().decode()
+        cpu = usage.ru_utime + usage.ru_stime
+        return ProcessRun(elapsed, max_rss_kib * KiB, cpu, out.read().decode())
 
 
 def run_side(argv: Sequence[str], *, worker_env: dict[str, str] | None, whole: bool = False) -> Sample:
     """Run one side; a worker (*worker_env* given) reports its own operation time on stdout,
     unless the case times *whole* processes."""
     worker = worker_env is not None and not whole
-    elapsed, rss, out = run_process(argv, worker_env)
-    seconds = json.loads(out.strip().splitlines()[-1])["seconds"] if worker else elapsed
-    return Sample(seconds, elapsed, rss)
+    run = run_process(argv, worker_env)
+    seconds = json.loads(run.stdout.strip().splitlines()[-1])["seconds"] if worker else run.seconds
+    return Sample(seconds, run.seconds, run.max_rss, run.cpu_seconds)
 
 
 def quiet_run(argv: Sequence[str]) -> str:
-    return run_process(argv)[2]
+    return run_process(argv).stdout
 
 
 class Bench:
     """Builds the source images once, then runs every case."""
 
-    def __init__(self, workdir: Path, sizes: Sizes, formats: Sequence[str], tools: dict[str, str]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        sizes: Sizes,
+        formats: Sequence[str],
+        tools: dict[str, str],
+        tmpfs: Path | None = None,
+    ) -> None:
         self.dir = workdir
+        #: a scratch directory on tmpfs for the rows where CPU time shows (no device under it)
+        self.tmpfs = tmpfs
         self.sizes = sizes
         self.formats = formats
         self.img, self.io = tools["qemu-img"], tools["qemu-io"]
@@ -229,6 +274,33 @@ class Bench:
             self.worker("convert", src, src_fmt, dst, dst_fmt),
             prepare=lambda: Path(dst).unlink(missing_ok=True),
             ratio_target=MAX_RATIO,
+        )
+
+    def cache_convert_case(self, fmt: str, mode: str, where: Path) -> Case:
+        """Both tools as whole processes converting the full image into its own format in *where*.
+
+        ``default``: each with its default target cache mode (qemu-img's is ``unsafe``: no flush);
+        ``flush``: both with ``-t writeback``, which flushes the target once at the end. The floor
+        is ``cp --sparse=always`` of the source (then ``sync`` of the copy for ``flush``).
+        """
+        src, dst = str(where / f"full.{fmt}"), str(where / f"cvt-out.{fmt}")
+        if not os.path.exists(src):
+            shutil.copyfile(self.path(f"full.{fmt}"), src)
+        cache = ["-t", "writeback"] if mode == "flush" else []
+        args = ["convert", *cache, "-f", fmt, "-O", fmt, src, dst]
+        floor = ["cp", "--sparse=always", src, dst]
+        if mode == "flush":
+            floor = ["sh", "-c", 'cp --sparse=always "$0" "$1" && sync "$1"', src, dst]
+        fs = "tmpfs" if where == self.tmpfs else "ext4"
+        return Case(
+            f"cvt {fmt}->{fmt} {mode} {fs}",
+            [self.img, *args],
+            [str(Path(sys.executable).with_name("blockfmt-img")), *args],
+            prepare=lambda: Path(dst).unlink(missing_ok=True),
+            ratio_target=MAX_RATIO,
+            cpu_target=MAX_CPU_RATIO,
+            whole_process=True,
+            floor=floor,
         )
 
     def read_case(self, fmt: str) -> Case:
@@ -290,6 +362,9 @@ class Bench:
                 cases.append(self.convert_case(fmt, "raw", layout))
                 if fmt != "raw":
                     cases.append(self.convert_case("raw", fmt, layout))
+            for where in (self.dir, self.tmpfs):
+                if where is not None:
+                    cases.extend(self.cache_convert_case(fmt, mode, where) for mode in ("default", "flush"))
             cases.append(self.read_case(fmt))
             cases.extend(self.write_case(fmt, request) for request in (4 * KiB, 64 * KiB))
             cases.append(self.open_case(fmt))
@@ -298,12 +373,12 @@ class Bench:
 
 
 def run_case(case: Case, repeat: int, worker_env: dict[str, str]) -> None:
-    """Warm up each side once, then alternate qemu and blockfmt *repeat* times."""
+    """Warm up each side once, then alternate qemu, blockfmt (and the floor) *repeat* times."""
+    sides = [(case.qemu, case.qemu_samples, None), (case.worker, case.blockfmt_samples, worker_env)]
+    if case.floor is not None:
+        sides.append((case.floor, case.floor_samples, None))
     for timed in range(repeat + 1):
-        for argv, samples, env in (
-            (case.qemu, case.qemu_samples, None),
-            (case.worker, case.blockfmt_samples, worker_env),
-        ):
+        for argv, samples, env in sides:
             case.prepare()
             os.sync()  # neither side pays for the other's writeback, journal commits or discards
             sample = run_side(argv, worker_env=env, whole=case.whole_process)
@@ -320,6 +395,8 @@ def verdict(case: Case) -> str:
     bf, qemu = median(case.blockfmt_samples, "seconds"), median(case.qemu_samples, "seconds")
     if case.ratio_target is not None and bf / qemu > case.ratio_target:
         return f"ratio > {case.ratio_target}"
+    if case.cpu_target is not None and cpu_ratio(case) > case.cpu_target:
+        return f"CPU ratio > {case.cpu_target}"
     if case.whole_process and bf > MAX_STARTUP_SECONDS:
         return f"> {MAX_STARTUP_SECONDS} s"
     if case.open_target:
@@ -332,10 +409,19 @@ def verdict(case: Case) -> str:
     return ""
 
 
+def cpu_ratio(case: Case) -> float:
+    """blockfmt's median CPU time over qemu's (floored at 1 ms: a tick is 1-10 ms)."""
+    floor = 0.001
+    return max(floor, median(case.blockfmt_samples, "cpu_seconds")) / max(
+        floor, median(case.qemu_samples, "cpu_seconds")
+    )
+
+
 def render(cases: list[Case], repeat: int) -> str:
     head = (
         f"{'case':<28} {'qemu s':>8} {'bf op s':>8} {'bf proc':>8} {'ratio':>6} {'r proc':>6} "
-        f"{'r best':>6} {'qemu RSS':>9} {'bf RSS':>8}  target"
+        f"{'r best':>6} {'qemu RSS':>9} {'bf RSS':>8} {'q cpu':>6} {'bf cpu':>6} {'cpu r':>5} "
+        f"{'floor':>6}  target"
     )
     lines = [f"median of {repeat} runs, warm page cache", head, "-" * len(head)]
     for case in cases:
@@ -350,11 +436,26 @@ def render(cases: list[Case], repeat: int) -> str:
         missed = verdict(case)
         has_target = case.ratio_target or case.open_target or case.whole_process
         target = "MISSED: " + missed if missed else ("ok" if has_target else "-")
+        q_cpu, b_cpu = median(case.qemu_samples, "cpu_seconds"), median(case.blockfmt_samples, "cpu_seconds")
+        floor = f"{median(case.floor_samples, 'seconds'):6.3f}" if case.floor_samples else f"{'-':>6}"
         lines.append(
             f"{case.name:<28} {qemu:8.3f} {bf:8.3f} {bf_proc:8.3f} {bf / qemu:6.2f} {bf_proc / qemu:6.2f} "
-            f"{best:6.2f} {q_rss:7d}Mi {b_rss:6d}Mi  {target}"
+            f"{best:6.2f} {q_rss:7d}Mi {b_rss:6d}Mi {q_cpu:6.3f} {b_cpu:6.3f} {cpu_ratio(case):5.2f} "
+            f"{floor}  {target}"
         )
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def cpu_load(count: int) -> Iterator[None]:
+    """Keep *count* processes spinning on the CPU while the block runs (``--load``)."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def find_tools() -> dict[str, str]:
@@ -375,18 +476,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated (default: all)")
     parser.add_argument("--only", default="", help="regular expression: run only the cases it matches")
     parser.add_argument("--workdir", help="where the images go (default: a temporary directory)")
+    parser.add_argument(
+        "--tmpfs",
+        default="/dev/shm" if os.path.isdir("/dev/shm") else "",
+        help="a tmpfs directory for the tmpfs convert rows ('' leaves them out; default /dev/shm)",
+    )
+    parser.add_argument(
+        "--load",
+        type=int,
+        default=0,
+        help="keep this many CPU-spinning processes running during the cases (a loaded machine)",
+    )
     args = parser.parse_args(argv)
     formats = [f for f in args.formats.split(",") if f]
     unknown = set(formats) - set(FORMATS)
     if unknown or args.repeat < 1:
         parser.error(f"unknown formats {sorted(unknown)}" if unknown else "--repeat must be at least 1")
     tools = find_tools()
-    with tempfile.TemporaryDirectory(prefix="blockfmt-bench-", dir=args.workdir) as workdir:
-        bench = Bench(Path(workdir), QUICK_SIZES if args.quick else FULL_SIZES, formats, tools)
+    with contextlib.ExitStack() as stack:
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="blockfmt-bench-", dir=args.workdir))
+        tmpfs = None
+        if args.tmpfs:
+            tmpfs = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="blockfmt-bench-", dir=args.tmpfs))
+            )
+        sizes = QUICK_SIZES if args.quick else FULL_SIZES
+        bench = Bench(Path(workdir), sizes, formats, tools, tmpfs)
         cases = [c for c in bench.cases() if re.search(args.only, c.name)]
         # an installed package has its bytecode compiled; this environment may forbid writing it
         # next to the sources, so the workers keep theirs in the scratch directory
         worker_env = {"PYTHONPYCACHEPREFIX": str(Path(workdir) / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
+        stack.enter_context(cpu_load(args.load))
         for case in cases:
             run_case(case, args.repeat, worker_env)
             print(f"  done: {case.name}", file=sys.stderr, flush=True)

@@ -15,6 +15,10 @@ HALF_UNIT = 0.0005
 RAW_CASES = (
     "convert raw->raw sparse",
     "convert raw->raw full",
+    "cvt raw->raw default ext4",
+    "cvt raw->raw flush ext4",
+    "cvt raw->raw default tmpfs",
+    "cvt raw->raw flush tmpfs",
     "read raw 1M seq",
     "write4k raw x32",
     "write64k raw x32",
@@ -25,7 +29,10 @@ RAW_CASES = (
 
 @pytest.mark.qemu
 def test_quick_bench_on_raw_prints_every_case(tmp_path: Path, qemu_img: str, qemu_io: str) -> None:
-    """Every raw case runs on both sides and gets a row with two times and a ratio."""
+    """Every raw case runs on both sides and gets a row with two times, a ratio and CPU times;
+    the cvt rows have a copy floor."""
+    shm = tmp_path / "shm"  # stands in for tmpfs: the smoke run checks the rows, not the file system
+    shm.mkdir()
     result = run_tool(
         [
             sys.executable,
@@ -37,8 +44,10 @@ def test_quick_bench_on_raw_prints_every_case(tmp_path: Path, qemu_img: str, qem
             "1",
             "--workdir",
             str(tmp_path),
+            "--tmpfs",
+            str(shm),
         ],
-        timeout=120,
+        timeout=240,
     )
     assert result.returncode == 0, result.output
     rows = {line[:28].strip(): line[28:].split() for line in result.stdout.splitlines()[3:]}
@@ -48,7 +57,12 @@ def test_quick_bench_on_raw_prints_every_case(tmp_path: Path, qemu_img: str, qem
         assert qemu_s > 0 and bf_s > 0, name
         low, high = (bf_s - HALF_UNIT) / (qemu_s + HALF_UNIT), (bf_s + HALF_UNIT) / (qemu_s - HALF_UNIT)
         assert low - 0.01 <= ratio <= high + 0.01, name  # times are printed rounded to milliseconds
-    assert list(tmp_path.iterdir()) == [], "the bench left images behind"
+        q_cpu, bf_cpu = (float(c) for c in cells[8:10])
+        assert q_cpu >= 0 and bf_cpu > 0, name  # a Python process spends milliseconds starting
+        floor = cells[11]
+        assert (float(floor) > 0) if name.startswith("cvt ") else floor == "-", name
+    assert list(tmp_path.iterdir()) == [shm], "the bench left images behind"
+    assert list(shm.iterdir()) == [], "the bench left images behind on tmpfs"
 
 
 def test_bench_rejects_an_unknown_format() -> None:
