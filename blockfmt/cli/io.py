@@ -8,7 +8,6 @@ spaces without quoting, like qemu-io's ``breakline``; they live in :mod:`blockfm
 
 from __future__ import annotations
 
-import getopt
 import os
 import signal
 import sys
@@ -16,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from ..host import Host
-from .args import glibc_getopt_message
+from .args import OptionError, getopt_long
 from .plugins import cli_host
 from .qemu_io.commands import QUIT_COMMANDS, run_command
 from .qemu_io.session import CommandFailed, OpenSettings, Session, apply_open_option
@@ -59,16 +58,14 @@ More information on the QEMU project at <https://qemu.org>.
 """
 #: the QEMU release whose qemu-io this one imitates
 QEMU_VERSION = "7.2.22"
-#: the QEMU release whose qemu-io this one imitates
-QEMU_VERSION = "7.2.22"
 #: QOM types ``--object`` may create that an image open can use (they need no action here)
 OBJECT_TYPES = ("secret", "secret_keyring", "throttle-group")
 SHORT_OPTIONS = "hVc:d:f:rsnCmkt:i:T:U"
-LONG_OPTIONS = [
+#: in qemu-io's order, which glibc's "is ambiguous; possibilities:" lists follow
+LONG_OPTIONS = (
     "help",
     "version",
     "cmd=",
-    "discard=",
     "format=",
     "read-only",
     "snapshot",
@@ -76,13 +73,14 @@ LONG_OPTIONS = [
     "copy-on-read",
     "misalign",
     "native-aio",
+    "discard=",
     "cache=",
     "aio=",
     "trace=",
-    "force-share",
     "object=",
     "image-opts",
-]
+    "force-share",
+)
 
 
 class BufferedReporter(Reporter):
@@ -95,16 +93,27 @@ class BufferedReporter(Reporter):
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog)
-        self._pending = ""
+        #: text not written yet, and its length (a list: appending to one string copies it)
+        self._pending: list[str] = []
+        self._pending_chars = 0
+        #: whether stdout is a terminal, asked once (a system call per line would cost more than
+        #: formatting it)
+        self._tty: bool | None = None
 
     def out(self, text: str) -> None:
-        if self.stdout.isatty():
+        if self._tty is None:
+            self._tty = self.stdout.isatty()
+        if self._tty:
             super().out(text)
             return
-        self._pending += text
-        while len(self._pending) >= self.BLOCK:
-            self._write(self._pending[: self.BLOCK])
-            self._pending = self._pending[self.BLOCK :]
+        self._pending.append(text)
+        self._pending_chars += len(text)
+        if self._pending_chars >= self.BLOCK:
+            pending = "".join(self._pending)
+            whole = len(pending) - len(pending) % self.BLOCK
+            self._pending = [pending[whole:]]
+            self._pending_chars = len(pending) - whole
+            self._write(pending[:whole])
 
     def err(self, text: str) -> None:
         self.stderr.write(text)
@@ -112,8 +121,11 @@ class BufferedReporter(Reporter):
 
     def flush(self) -> None:
         """``fflush(stdout)``: at the prompt and at exit (a crash loses what is pending)."""
-        self._write(self._pending)
-        self._pending = ""
+        if not self._pending_chars:
+            return
+        self._write("".join(self._pending))
+        self._pending = []
+        self._pending_chars = 0
 
     def _write(self, text: str) -> None:
         """Write and flush; a reader that went away (``| head``) is ignored, as qemu-io ignores
@@ -139,9 +151,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG, host: Host | No
 def _run(rep: BufferedReporter, args: list[str], host: Host | None) -> int:
     prog = rep.prog
     try:
-        opts, operands = getopt.gnu_getopt(args, SHORT_OPTIONS, LONG_OPTIONS)
-    except getopt.GetoptError as err:
-        rep.error(glibc_getopt_message(err))
+        opts, operands = getopt_long(args, SHORT_OPTIONS, LONG_OPTIONS)
+    except OptionError as err:
+        rep.error(str(err))
         rep.out(USAGE.format(prog=prog))
         return EXIT_FAILURE
     session = Session(rep, host or cli_host(rep))
@@ -174,9 +186,11 @@ def _run(rep: BufferedReporter, args: list[str], host: Host | None) -> int:
                 return EXIT_FAILURE
         failed = False
         for line in commands or _stdin_lines(rep):
-            if line.split()[:1] in ([q] for q in QUIT_COMMANDS):
+            argv = line.split()
+            if argv and argv[0] in QUIT_COMMANDS:
                 break
-            failed |= not run_command(session, line)
+            if not run_command(session, argv):
+                failed = True
         return EXIT_FAILURE if failed else EXIT_OK
     finally:
         session.close()

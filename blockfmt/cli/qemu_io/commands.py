@@ -40,9 +40,9 @@ ALL: dict[str, CommandInfo] = {c.name: c for c in (*rw.COMMANDS, *misc.COMMANDS,
 COMMANDS: dict[str, CommandInfo] = {**ALL, **{c.alias: c for c in ALL.values() if c.alias}}
 
 
-def run_command(session: Session, line: str) -> bool:
-    """Run one command line; return False when it failed (its error is already printed)."""
-    argv = line.split()
+def run_command(session: Session, argv: list[str]) -> bool:
+    """Run one command line, split into words (qemu-io's ``breakline``: on spaces, no quoting);
+    return False when it failed (its error is already printed)."""
     if not argv:
         return True
     info = COMMANDS.get(argv[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
+from typing import overload
 
 from ...errors import (
     BlockFormatError,
@@ -114,10 +115,67 @@ def verify(session: Session, buf: bytes | bytearray, pattern: int, offset: int) 
     return False
 
 
-def after_write(session: Session) -> None:
-    """Writethrough caches (``-t writethrough``/``directsync``) flush every write."""
-    if session.settings.writethrough:
-        session.current.flush()
+# -------------------------------------------------------------------------
+# what the commands of a family share
+# -------------------------------------------------------------------------
+
+
+def vector_request(session: Session, info: CommandInfo, operands: list[str]) -> tuple[int, int]:
+    """``off len [len..]`` of the vectored commands: the offset and the total length."""
+    if len(operands) < 2:
+        session.rep.out(info.usage())
+        raise CommandFailed
+    return number(session, operands[0]), sum(vector_lengths(session, operands[1:]))
+
+
+def read_and_report(
+    session: Session,
+    opts: dict[str, str],
+    what: str,
+    offset: int,
+    count: int,
+    pattern: int | None,
+    checked: slice = slice(None),
+) -> bool:
+    """Read *count* bytes, check the *checked* part against ``-P``'s *pattern*, dump them for
+    ``-v`` and report; returns whether the pattern matched (a failed read fails the command)."""
+    buf = bytearray(count)
+    image = session.current
+    elapsed = run_request(session, what, lambda: image.readinto_at(offset, buf))
+    start = checked.start or 0
+    ok = pattern is None or verify(session, buf[checked], pattern, offset + start)
+    if "-v" in opts and "-q" not in opts:
+        session.rep.out(render.dump_buffer(bytes(buf), offset))
+    report(session, opts, "read", offset, count, elapsed)
+    return ok
+
+
+def write_and_report(
+    session: Session, opts: dict[str, str], what: str, offset: int, count: int, data: bytes | None
+) -> None:
+    """Write *data* (zeros for None: ``-z``, unmapping them with ``-u``), flush for ``-f`` or a
+    writethrough cache, and report."""
+    image = session.current
+
+    def request() -> None:
+        if data is None:
+            image.write_zeroes(offset, count, unmap="-u" in opts and session.settings.discard)
+        else:
+            image.write_at(offset, data)
+        if "-f" in opts or session.settings.writethrough:
+            image.flush()
+
+    elapsed = run_request(session, what, request)
+    report(session, opts, "wrote", offset, count, elapsed)
+
+
+@overload
+def pattern_option(session: Session, opts: dict[str, str], default: int) -> int: ...
+@overload
+def pattern_option(session: Session, opts: dict[str, str], default: None) -> int | None: ...
+def pattern_option(session: Session, opts: dict[str, str], default: int | None) -> int | None:
+    """``-P pattern``, or *default* without it."""
+    return pattern_byte(session, opts["-P"]) if "-P" in opts else default
 
 
 # -------------------------------------------------------------------------
@@ -130,7 +188,7 @@ def read_f(session: Session, argv: list[str]) -> None:
     opts, operands = parse_options(session, READ, argv, "bCl:pP:qs:v")  # -a is listed, not taken
     pattern_count = number(session, opts["-l"]) if "-l" in opts else None
     pattern_offset = number(session, opts["-s"]) if "-s" in opts else 0
-    pattern = pattern_byte(session, opts["-P"]) if "-P" in opts else None
+    pattern = pattern_option(session, opts, None)
     if len(operands) != 2:
         session.rep.out(READ.usage())
         raise CommandFailed
@@ -145,62 +203,32 @@ def read_f(session: Session, argv: list[str]) -> None:
         raise CommandFailed
     if "-b" in opts:
         raise failed(session, "read", errno.ENOTSUP)  # no format here has a VM state area
-    buf = bytearray(count)
-    image = session.current
-    elapsed = run_request(session, "read", lambda: image.readinto_at(offset, buf))
-    ok = pattern is None or verify(
-        session, buf[pattern_offset : pattern_offset + pattern_count], pattern, offset + pattern_offset
-    )
-    if "-q" not in opts and "-v" in opts:
-        session.rep.out(render.dump_buffer(bytes(buf), offset))
-    report(session, opts, "read", offset, count, elapsed)
-    if not ok:
+    checked = slice(pattern_offset, pattern_offset + pattern_count)
+    if not read_and_report(session, opts, "read", offset, count, pattern, checked):
         raise CommandFailed
 
 
 def readv_f(session: Session, argv: list[str]) -> None:
     """``readv [-Cqv] [-P pattern] off len [len..]``: one read into several buffers."""
     opts, operands = parse_options(session, READV, argv, "CP:qv")
-    pattern = pattern_byte(session, opts["-P"]) if "-P" in opts else None
-    if len(operands) < 2:
-        session.rep.out(READV.usage())
-        raise CommandFailed
-    offset = number(session, operands[0])
-    count = sum(vector_lengths(session, operands[1:]))
-    buf = bytearray(count)
-    image = session.current
-    elapsed = run_request(session, "readv", lambda: image.readinto_at(offset, buf))
-    ok = pattern is None or verify(session, buf, pattern, offset)
-    if "-q" not in opts and "-v" in opts:
-        session.rep.out(render.dump_buffer(bytes(buf), offset))
-    report(session, opts, "read", offset, count, elapsed)
-    if not ok:
+    pattern = pattern_option(session, opts, None)
+    offset, count = vector_request(session, READV, operands)
+    if not read_and_report(session, opts, "readv", offset, count, pattern):
         raise CommandFailed
 
 
 def aio_read_f(session: Session, argv: list[str]) -> None:
     """``aio_read [-Ciqv] [-P pattern] off len [len..]``: succeeds once submitted, whatever happens."""
     opts, operands = parse_options(session, AIO_READ, argv, "CP:iqv")
-    pattern = pattern_byte(session, opts["-P"]) if "-P" in opts else None
+    pattern = pattern_option(session, opts, None)
     if "-i" in opts:
         session.rep.out("injecting invalid read request\n")
         return
-    if len(operands) < 2:
-        session.rep.out(AIO_READ.usage())
-        raise CommandFailed
-    offset = number(session, operands[0])
-    count = sum(vector_lengths(session, operands[1:]))
-    buf = bytearray(count)
-    image = session.current
+    offset, count = vector_request(session, AIO_READ, operands)
     try:
-        elapsed = run_request(session, "readv", lambda: image.readinto_at(offset, buf))
+        read_and_report(session, opts, "readv", offset, count, pattern)
     except CommandFailed:
-        return
-    if pattern is not None:
-        verify(session, buf, pattern, offset)
-    if "-q" not in opts and "-v" in opts:
-        session.rep.out(render.dump_buffer(bytes(buf), offset))
-    report(session, opts, "read", offset, count, elapsed)
+        pass  # the failure is the completion's, printed; the command itself succeeded
 
 
 # -------------------------------------------------------------------------
@@ -211,19 +239,9 @@ def aio_read_f(session: Session, argv: list[str]) -> None:
 def write_f(session: Session, argv: list[str]) -> None:
     """``write [-bcCfnquz] [-P pattern | -s source_file] off len``."""
     opts, operands = parse_options(session, WRITE, argv, "bcCfnpP:qs:uz")
-    if sum(flag in opts for flag in ("-z", "-P", "-s")) > 1:
-        session.rep.out("Only one of -z, -P, and -s can be specified at the same time\n")
-        raise CommandFailed
-    if "-f" in opts and ("-b" in opts or "-c" in opts):
-        session.rep.out("-f and -b or -c cannot be specified at the same time\n")
-        raise CommandFailed
-    if "-u" in opts and "-z" not in opts:
-        session.rep.out("-u requires -z to be specified\n")
-        raise CommandFailed
-    if "-n" in opts and "-z" not in opts:
-        session.rep.out("-n requires -z to be specified\n")
-        raise CommandFailed
-    pattern = pattern_byte(session, opts["-P"]) if "-P" in opts else DEFAULT_WRITE_PATTERN
+    if opts:
+        check_write_options(session, opts)
+    pattern = pattern_option(session, opts, DEFAULT_WRITE_PATTERN)
     if len(operands) != 2:
         session.rep.out(WRITE.usage())
         raise CommandFailed
@@ -239,22 +257,31 @@ def write_f(session: Session, argv: list[str]) -> None:
                 raise CommandFailed
         # no format here compresses or has a VM state area
         raise failed(session, "write", errno.ENOTSUP)
-    if "-z" in opts and "-n" in opts:
-        raise failed(session, "write", errno.ENOTSUP)  # zero writes here may fall back to writing data
-    data = source_file(session, opts["-s"], count) if "-s" in opts else None
-    image = session.current
+    if "-z" in opts:
+        if "-n" in opts:
+            raise failed(session, "write", errno.ENOTSUP)  # zero writes here may fall back to writing data
+        data = None
+    elif "-s" in opts:
+        data = source_file(session, opts["-s"], count)
+    else:
+        data = bytes([pattern]) * count
+    write_and_report(session, opts, "write", offset, count, data)
 
-    def request() -> None:
-        if "-z" in opts:
-            image.write_zeroes(offset, count, unmap="-u" in opts and session.settings.discard)
-        else:
-            image.write_at(offset, data if data is not None else bytes([pattern]) * count)
-        if "-f" in opts:
-            image.flush()
-        after_write(session)
 
-    elapsed = run_request(session, "write", request)
-    report(session, opts, "wrote", offset, count, elapsed)
+def check_write_options(session: Session, opts: dict[str, str]) -> None:
+    """``write``'s rules about which options go together, in qemu-io's order."""
+    if ("-z" in opts) + ("-P" in opts) + ("-s" in opts) > 1:
+        session.rep.out("Only one of -z, -P, and -s can be specified at the same time\n")
+        raise CommandFailed
+    if "-f" in opts and ("-b" in opts or "-c" in opts):
+        session.rep.out("-f and -b or -c cannot be specified at the same time\n")
+        raise CommandFailed
+    if "-u" in opts and "-z" not in opts:
+        session.rep.out("-u requires -z to be specified\n")
+        raise CommandFailed
+    if "-n" in opts and "-z" not in opts:
+        session.rep.out("-n requires -z to be specified\n")
+        raise CommandFailed
 
 
 def source_file(session: Session, path: str, count: int) -> bytes:
@@ -274,22 +301,9 @@ def source_file(session: Session, path: str, count: int) -> bytes:
 def writev_f(session: Session, argv: list[str]) -> None:
     """``writev [-Cfq] [-P pattern] off len [len..]``: one write from several buffers."""
     opts, operands = parse_options(session, WRITEV, argv, "CfqP:")
-    pattern = pattern_byte(session, opts["-P"]) if "-P" in opts else DEFAULT_WRITE_PATTERN
-    if len(operands) < 2:
-        session.rep.out(WRITEV.usage())
-        raise CommandFailed
-    offset = number(session, operands[0])
-    count = sum(vector_lengths(session, operands[1:]))
-    image = session.current
-
-    def request() -> None:
-        image.write_at(offset, bytes([pattern]) * count)
-        if "-f" in opts:
-            image.flush()
-        after_write(session)
-
-    elapsed = run_request(session, "writev", request)
-    report(session, opts, "wrote", offset, count, elapsed)
+    pattern = pattern_option(session, opts, DEFAULT_WRITE_PATTERN)
+    offset, count = vector_request(session, WRITEV, operands)
+    write_and_report(session, opts, "writev", offset, count, bytes([pattern]) * count)
 
 
 def aio_write_f(session: Session, argv: list[str]) -> None:
@@ -301,31 +315,20 @@ def aio_write_f(session: Session, argv: list[str]) -> None:
     if "-u" in opts and "-z" not in opts:
         session.rep.out("-u requires -z to be specified\n")
         raise CommandFailed
-    pattern = pattern_byte(session, opts["-P"]) if "-P" in opts else DEFAULT_WRITE_PATTERN  # -z wins
-    if len(operands) < 2:
-        session.rep.out(AIO_WRITE.usage())
-        raise CommandFailed
-    offset = number(session, operands[0])
+    pattern = pattern_option(session, opts, DEFAULT_WRITE_PATTERN)  # -z wins
     if "-z" in opts:
-        count = number(session, operands[1])
+        if len(operands) < 2:
+            session.rep.out(AIO_WRITE.usage())
+            raise CommandFailed
+        offset, count = number(session, operands[0]), number(session, operands[1])
+        data = None
     else:
-        count = sum(vector_lengths(session, operands[1:]))
-    image = session.current
-
-    def request() -> None:
-        if "-z" in opts:
-            image.write_zeroes(offset, count, unmap="-u" in opts and session.settings.discard)
-        else:
-            image.write_at(offset, bytes([pattern]) * count)
-        if "-f" in opts:
-            image.flush()
-        after_write(session)
-
+        offset, count = vector_request(session, AIO_WRITE, operands)
+        data = bytes([pattern]) * count
     try:
-        elapsed = run_request(session, "aio_write", request)
+        write_and_report(session, opts, "aio_write", offset, count, data)
     except CommandFailed:
-        return
-    report(session, opts, "wrote", offset, count, elapsed)
+        pass  # as aio_read
 
 
 def aio_flush_f(session: Session, argv: list[str]) -> None:

@@ -3,7 +3,6 @@ texts qemu-io prints for bad arguments."""
 
 from __future__ import annotations
 
-import getopt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from typing import Any
 from ...errors import BlockFormatError, InvalidOptionError
 from ...host import Host
 from ...image import Image
-from ..args import NumberError, cvtnum, glibc_getopt_message, parse_pattern
+from ..args import NumberError, OptionError, cvtnum, getopt_long, parse_pattern
 from ..opening import open_from_cli
 from ..report import Reporter
 
@@ -149,9 +148,9 @@ def getopt_pairs(
     A bad option is glibc's message on stderr and the usage line on stdout, as qemu-io prints them.
     """
     try:
-        return getopt.gnu_getopt(argv[1:], shortopts)
-    except getopt.GetoptError as err:
-        session.rep.err(f"{argv[0]}: {glibc_getopt_message(err)}\n")
+        return getopt_long(argv[1:], shortopts)
+    except OptionError as err:
+        session.rep.err(f"{argv[0]}: {err}\n")
         session.rep.out(info.usage())
         raise CommandFailed from None
 
