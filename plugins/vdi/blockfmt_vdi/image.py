@@ -186,7 +186,7 @@ class VdiDriver(FormatDriver):
 
     # -- writes ---------------------------------------------------------------
 
-    def _next_free_entry(self) -> int:
+    def next_free_entry(self) -> int:
         """Data-area index for the next new block: the first one past end of file.
 
         QEMU allocates at ``blocks_allocated``. A count below what the file holds (a crash left
@@ -206,7 +206,8 @@ class VdiDriver(FormatDriver):
             )
         return stored
 
-    def _write_count(self, count: int) -> None:
+    def write_allocated_count(self, count: int) -> None:
+        """Store ``blocks_allocated`` in the header (the header is VDI's commit point for allocations)."""
         self.header = self.header.with_blocks_allocated(count)
         self.file.pwrite(self.header.pack(), 0)
 
@@ -221,7 +222,7 @@ class VdiDriver(FormatDriver):
         the last new block, so it also covers spare blocks the new ones were placed after.
 
         :raises CorruptImageError: when an allocated block lies beyond the end of the file, or a new
-            block is needed and :meth:`_next_free_entry` refuses; checked before anything is written.
+            block is needed and :meth:`next_free_entry` refuses; checked before anything is written.
         """
         runs = list(self._runs(offset, len(data)))
         for run, start, stop in runs:
@@ -229,7 +230,7 @@ class VdiDriver(FormatDriver):
                 raise self._beyond_eof(run, start)
         next_entry = 0
         if any(run.entry is None for run, _, _ in runs):
-            next_entry = self._next_free_entry()
+            next_entry = self.next_free_entry()
             if next_entry + len(data) // self.block_size + 2 > BMAP_DISCARDED:
                 raise CorruptImageError("VDI data area is full: no block map entry is left for a new block")
         new_entries: dict[int, int] = {}
@@ -247,7 +248,7 @@ class VdiDriver(FormatDriver):
                 new_entries[first_block + i] = next_entry + i
             next_entry += count
         if new_entries:
-            self._write_count(next_entry)
+            self.write_allocated_count(next_entry)
             lo, hi = min(new_entries), max(new_entries)
             values = [new_entries[i] if i in new_entries else self.bmap.get(i) for i in range(lo, hi + 1)]
             self.bmap.set_range(lo, values)
@@ -400,7 +401,7 @@ class VdiDriver(FormatDriver):
             for virtual, _, target in moves:
                 self.bmap.set_range(virtual, [target])
             self.file.flush()
-        self._write_count(count)
+        self.write_allocated_count(count)
         end = self.host_offset(count)
         if self.file_end > end:
             self.file.truncate(end)

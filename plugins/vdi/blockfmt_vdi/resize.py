@@ -134,7 +134,7 @@ def _grow_with_new_map(driver: VdiDriver, size: int, blocks: int) -> None:
         raise UnsupportedOperationError(
             "VDI block map cannot grow that far: the data area would start beyond 4 GiB"
         )
-    count = driver._next_free_entry()
+    count = driver.next_free_entry()
     owners = driver.bmap.owners(list(range(shift)))
     moved: dict[int, int] = {}
     for entry in sorted(owners):
@@ -149,7 +149,7 @@ def _grow_with_new_map(driver: VdiDriver, size: int, blocks: int) -> None:
     driver.file.flush()
     count += len(moved)
     if moved:
-        driver._write_count(count)  # the count before the map: QEMU allocates at blocks_allocated
+        driver.write_allocated_count(count)  # the count before the map: QEMU allocates at blocks_allocated
         for entry, target in moved.items():
             for virtual in owners[entry]:
                 driver.bmap.set_range(virtual, [target])
