@@ -13,7 +13,7 @@ from .fileio import OsImageFile
 from .host import PROBE_SIZE, FormatHooks, Host, default_host
 from .image import Image
 from .locking import CREATE_LOCK, open_lock_request
-from .options import coerce_create_options
+from .options import CreateOptions, coerce_create_options
 from .replace import replaced_atomically, written_in_place
 
 __all__ = ["create", "open", "probe"]
@@ -98,9 +98,12 @@ def create(
     path: str | os.PathLike[str],
     format: str,
     size: int | None,
+    typed: CreateOptions | None = None,
     *,
     exact: bool = False,
     in_place: bool = False,
+    backing_file: str | None = None,
+    backing_fmt: str | None = None,
     host: Host | None = None,
     **options: Any,
 ) -> None:
@@ -108,40 +111,47 @@ def create(
 
     Options are the format's ``-o`` options other than ``size``, by their qemu-img names
     (``block_size=8 << 20``) or QMP names (``**{"block-size": 8 << 20}``); strings are parsed
-    as qemu-img parses them, typed values are taken as they are.
+    as qemu-img parses them, typed values are taken as they are. A caller that has already
+    checked them (:func:`blockfmt.options.coerce_create_options`) passes the result as *typed*
+    instead of keywords.
     With *exact*, options behave as in QMP ``blockdev-create``: absent ones get no defaults and no
     value is rounded silently (the format reports what qemu-img would have rounded as an error).
     A regular file is built under a temporary name and renamed into place, so a failed create
     leaves an existing file at *path* untouched.
 
+    :param typed: the options, typed already (then no keyword options may be given).
     :param in_place: write into the existing file *path* without a temporary name (the caller
         made *path* for the purpose, e.g. ``convert``'s own temporary target).
-    With ``backing_file`` (qemu-img ``-b``; a path relative to the new image's directory, or
-    absolute) and optional ``backing_fmt`` (``-F``) the new image is a differencing image of that
-    parent: *size* may be None (the parent's size), and block and sector sizes default to the parent's.
-
+    :param backing_file: (qemu-img ``-b``) make the new image a differencing image of this parent:
+        a path relative to the new image's directory, or absolute. *size* may then be None (the
+        parent's size), and block and sector sizes default to the parent's.
+    :param backing_fmt: (qemu-img ``-F``) the parent's format; probed when None.
     :raises InvalidOptionError: for a bad size or option, with qemu-img's message.
     :raises UnsupportedFormatError: for an unknown format.
     """
     host = host or default_host()
     hooks = host.hooks(format)
-    backing, backing_format = options.pop("backing_file", None), options.pop("backing_fmt", None)
-    typed = coerce_create_options(hooks.spec, options, fill_defaults=not exact)
-    typed.pop("size", None)  # the size option is the *size* argument; qemu-img folds ``-o size=`` into it
+    if typed is None:
+        typed = coerce_create_options(hooks.spec, options, fill_defaults=not exact)
+    elif options:
+        raise TypeError("create() takes typed options or keyword options, not both")
+    values = dict(typed.values)
+    values.pop("size", None)  # the size option is the *size* argument; qemu-img folds ``-o size=`` into it
     target = os.fspath(path)
     plan = None
-    if backing:
-        given = {key.replace("-", "_") for key in options}
-        plan, parent_size = plan_child(target, format, str(backing), backing_format, typed, given, host)
+    if backing_file:
+        plan, parent_size = plan_child(
+            target, format, str(backing_file), backing_fmt, values, typed.given, host
+        )
         size = parent_size if size is None else size
     try:
         if not isinstance(size, int) or size < 0:
             raise InvalidOptionError("Image size must be a non-negative integer")
         if in_place or written_in_place(target):
-            _write_new_image(hooks, target, target, size, typed, exact, plan)
+            _write_new_image(hooks, target, target, size, values, exact, plan)
             return
         with _existing_locked(target), replaced_atomically(target) as temp:
-            _write_new_image(hooks, temp, target, size, typed, exact, plan)
+            _write_new_image(hooks, temp, target, size, values, exact, plan)
     finally:
         if plan is not None:
             plan.parent.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -199,7 +199,7 @@ def plan_child(
     backing: str,
     backing_format: str | None,
     options: dict[str, Any],
-    given: set[str],
+    given: Set[str],
     host: Host,
 ) -> tuple[ChildPlan, int]:
     """Open *backing* (with its own chain) for a new child at *target* and set in *options* what a

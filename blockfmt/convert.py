@@ -37,16 +37,19 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from .api import create
 from .api import open as open_image
 from .driver import Extent
 from .errors import BlockIOError
 from .fileio import clone_file_range
+from .host import default_host
 from .image import Image
+from .options import CreateOptions, coerce_create_options
 from .replace import replaced_atomically, written_in_place
 
 __all__ = ["convert"]
@@ -85,14 +88,15 @@ def convert(
     target_path: str,
     target_format: str,
     *,
-    options: dict[str, str] | None = None,
+    options: Mapping[str, Any] | CreateOptions | None = None,
     progress: ProgressCallback | None = None,
 ) -> None:
     """Create *target_path* as a *target_format* image with *source*'s virtual size and contents.
 
     :param source: an open image (read-only is enough); it stays open.
     :param target_format: any installed format name (``raw``, ``vhdx``, ``vdi``, ...).
-    :param options: the target format's create options (``-o``), as for :func:`blockfmt.create`.
+    :param options: the target format's create options (``-o``), as for :func:`blockfmt.create`:
+        keywords, or typed already.
     :param progress: called with the percentage done, 0.0 first and 100.0 last, monotonically
         increasing, a few hundred times at most.
     :raises InvalidOptionError: for a bad target option, with qemu-img's message.
@@ -101,6 +105,8 @@ def convert(
     :raises BlockFormatError: whatever the source or target format reports; the target path is
         then left as it was before the call (regular files).
     """
+    if not isinstance(options, CreateOptions):
+        options = coerce_create_options(default_host().spec(target_format), options or {})
     final = os.path.realpath(os.fspath(target_path))
     reporter = _Progress(source.size, progress)
     if written_in_place(final):
@@ -115,12 +121,12 @@ def _create_and_copy(
     source: Image,
     path: str,
     target_format: str,
-    options: dict[str, str] | None,
+    options: CreateOptions,
     reporter: _Progress,
     *,
     zero_init: bool,
 ) -> None:
-    create(path, target_format, source.size, in_place=True, **dict(options or {}))
+    create(path, target_format, source.size, options, in_place=True)
     with open_image(path, target_format, read_only=False) as target:
         _Copier(source, target, reporter, zero_init=zero_init).run()
 

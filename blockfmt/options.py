@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .driver import CreateOption, FormatSpec
 from .errors import InvalidOptionError
 
-__all__ = ["SIZE_SUFFIX_HELP", "coerce_create_options", "parse_option_list", "parse_size"]
+__all__ = ["SIZE_SUFFIX_HELP", "CreateOptions", "coerce_create_options", "parse_option_list", "parse_size"]
 
 _SUFFIXES = {
     "": 1,
@@ -97,9 +98,26 @@ def _coerce(option: CreateOption, value: Any) -> Any:
     return str(value)
 
 
+@dataclass(frozen=True)
+class CreateOptions:
+    """A format's create options, typed once.
+
+    The CLI needs them typed before it creates anything (to refuse a bad value first, and for
+    qemu-img's ``Formatting ...`` line); :func:`blockfmt.create` takes this object as it is, so
+    nothing is parsed twice and the two can never disagree.
+
+    :ivar values: every option of the format by its qemu-img name, typed; defaults filled in
+        unless they were typed for QMP's ``blockdev-create``; ``None`` where unset.
+    :ivar given: the names the caller set (a differencing child inherits the others from its parent).
+    """
+
+    values: Mapping[str, Any]
+    given: frozenset[str]
+
+
 def coerce_create_options(
     spec: FormatSpec, given: Mapping[str, Any] | Iterable[tuple[str, Any]], *, fill_defaults: bool = True
-) -> dict[str, Any]:
+) -> CreateOptions:
     """Turn user-supplied create options into typed values, filling defaults.
 
     Keys may use the ``-o`` spelling (``log_size``) or the QMP one (``log-size``).
@@ -119,9 +137,11 @@ def coerce_create_options(
         o.name: (_coerce(o, o.default) if fill_defaults and o.default is not None else None)
         for o in spec.create_options
     }
+    named: set[str] = set()
     for key, value in items:
         option = by_name.get(key)
         if option is None:
             raise InvalidOptionError(f"Invalid parameter '{key}'")
         result[option.name] = _coerce(option, value)
-    return result
+        named.add(option.name)
+    return CreateOptions(result, frozenset(named))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import BlockFormatError
-from ..options import coerce_create_options, parse_option_list
+from ..options import CreateOptions, coerce_create_options, parse_option_list
 from . import render
 from .img_common import (
     DEFAULT_FORMAT,
@@ -147,9 +147,8 @@ def cmd_convert(args: list[str], rep: Reporter, host: Host) -> int:
     if len(operands) < 2:
         raise Failure("Must specify image file name")
     *source_names, target = operands
-    create_options = dict(pairs)
-    if not options.skip_create:
-        coerce_create_options(host.spec(out_fmt), create_options)  # fail before opening, as qemu-img
+    # typed before any source is opened, so a bad option fails first, as in qemu-img
+    create_options = None if options.skip_create else coerce_create_options(host.spec(out_fmt), pairs)
     with contextlib.ExitStack() as stack:
         sources = [
             stack.enter_context(open_parsed(rep, host, parsed, name, read_only=True)) for name in source_names
@@ -202,14 +201,14 @@ def _create_and_concatenate(
     sources: list[Image],
     target: str,
     fmt: str,
-    create_options: dict[str, str],
+    create_options: CreateOptions,
     progress: ProgressPrinter | None,
     sparse: int,
 ) -> None:
     """Several sources: one target holding them one after the other; removed again on failure."""
     from ..api import create
 
-    create(target, fmt, sum(source.size for source in sources), host=host, **create_options)
+    create(target, fmt, sum(source.size for source in sources), create_options, host=host)
     try:
         with open_image(rep, host, target, fmt, read_only=False) as output:
             _copy_into(output, sources, progress, zero_first=False, granule=sparse)

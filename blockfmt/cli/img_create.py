@@ -50,9 +50,9 @@ def cmd_create(args: list[str], rep: Reporter, host: Host) -> int:
         given = dict(pairs)
         backing = backing or given.pop("backing_file", None)
         backing_fmt = backing_fmt or given.pop("backing_fmt", None)
-        values = coerce_create_options(spec, given)
+        typed = coerce_create_options(spec, given)
         if size is None:
-            size = values.get("size")
+            size = typed.values.get("size")
         linked: dict[str, str] = {}
         if backing:
             from .chain_commands import backing_facts
@@ -62,14 +62,12 @@ def cmd_create(args: list[str], rep: Reporter, host: Host) -> int:
             size = parent_size if size is None else size
         if size is None:
             raise InvalidOptionError("Image creation needs a size parameter")
-        values["size"] = size
         if not parsed.quiet:
             shown = canonical_names(spec, list(given)) | {"size"}
-            line = render.formatting_line(filename, spec, values, shown)
+            line = render.formatting_line(filename, spec, {**typed.values, "size": size}, shown)
             extra = "".join(f" {key}={value}" for key, value in linked.items())
             rep.out(line.replace(f" size={size}", f" size={size}{extra}", 1))
-        given.pop("size", None)
-        create_image(filename, fmt, size, host=host, **given, **linked)
+        create_image(filename, fmt, size, typed, host=host, **linked)
     except BlockFormatError as err:
         raise Reported(err, f"{filename}: ") from err
     return EXIT_OK

@@ -120,3 +120,19 @@ def test_failed_create_leaves_existing_file_untouched(
         blockfmt.create(raw_image, fmt, 1 << 30, **options)
     assert raw_image.read_bytes() == before
     assert sorted(p.name for p in raw_image.parent.iterdir()) == ["disk.raw"]
+
+
+def test_create_takes_options_typed_once(tmp_path: Path) -> None:
+    """Options typed by coerce_create_options are used as they are: the image gets exactly them."""
+    from blockfmt.options import coerce_create_options
+
+    host = blockfmt.default_host()
+    typed = coerce_create_options(host.spec("vhdx"), {"block_size": "16M", "subformat": "fixed"})
+    path = tmp_path / "typed.vhdx"
+    blockfmt.create(path, "vhdx", 64 << 20, typed)
+    with blockfmt.open(path) as image:
+        info = image.info()
+    assert (info.cluster_size, info.format_specific["subformat"]) == (16 << 20, "fixed")
+    with pytest.raises(TypeError, match="not both"):
+        blockfmt.create(tmp_path / "both.vhdx", "vhdx", 64 << 20, typed, block_size="1M")
+    assert not (tmp_path / "both.vhdx").exists()

@@ -53,18 +53,23 @@ def test_option_list_keeps_order_and_unescapes_double_commas() -> None:
 
 
 def test_coerce_fills_defaults_and_types_values() -> None:
-    """Sizes become ints, on/off become bools, absent options keep their defaults."""
-    assert coerce_create_options(SPEC, [("static", "on"), ("subformat", "fixed")]) == {
+    """Sizes become ints, on/off become bools, absent options keep their defaults; only the named
+    ones count as given (a differencing child inherits the others from its parent)."""
+    typed = coerce_create_options(SPEC, [("static", "on"), ("subformat", "fixed")])
+    assert typed.values == {
         "size": None,
         "log_size": 1 << 20,
         "static": True,
         "subformat": "fixed",
     }
+    assert typed.given == {"static", "subformat"}
 
 
 def test_coerce_accepts_qmp_spelling() -> None:
     """blockdev-create names (log-size) map onto the -o names."""
-    assert coerce_create_options(SPEC, {"log-size": 8 << 20})["log_size"] == 8 << 20
+    typed = coerce_create_options(SPEC, {"log-size": 8 << 20})
+    assert typed.values["log_size"] == 8 << 20
+    assert typed.given == {"log_size"}
 
 
 @pytest.mark.parametrize(
