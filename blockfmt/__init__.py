@@ -15,7 +15,16 @@ with :data:`hookimpl` and the hooks in :mod:`blockfmt.hookspecs`.
 from __future__ import annotations
 
 from .api import create, open, probe
-from .driver import CheckResult, CreateOption, Extent, FormatDriver, FormatSpec, ImageInfo, RepairMode
+from .driver import (
+    CheckResult,
+    CreateOption,
+    Extent,
+    FormatDriver,
+    FormatSpec,
+    ImageInfo,
+    OpenOption,
+    RepairMode,
+)
 from .errors import (
     BackingChainError,
     BlockFormatError,
@@ -53,6 +62,7 @@ __all__ = [
     "ImageLockedError",
     "InvalidOptionError",
     "LogReplayRequiredError",
+    "OpenOption",
     "OutOfRangeError",
     "PluginError",
     "ReadOnlyError",

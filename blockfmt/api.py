@@ -13,7 +13,7 @@ from .fileio import OsImageFile
 from .host import PROBE_SIZE, FormatHooks, Host, default_host
 from .image import Image
 from .locking import CREATE_LOCK, open_lock_request
-from .options import CreateOptions, coerce_create_options
+from .options import CreateOptions, check_open_options, coerce_create_options
 from .replace import replaced_atomically, written_in_place
 
 __all__ = ["create", "open", "probe"]
@@ -73,7 +73,7 @@ def open(
         file.lock(
             open_lock_request(data_only=hooks.spec.data_only, read_only=read_only, force_share=force_share)
         )
-        driver = hooks.open(file, read_only, dict(options or {}))
+        driver = hooks.open(file, read_only, check_open_options(hooks.spec, options or {}))
     except BaseException:
         file.close()
         raise

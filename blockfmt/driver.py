@@ -58,6 +58,21 @@ class CreateOption:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenOption:
+    """One format-specific open option (``blockfmt.open(options=...)``, ``blockfmt-nbd -o``).
+
+    The host checks every open against the options the format declares, so a driver receives
+    only known keys with accepted values and needs no checks of its own.
+
+    :ivar choices: the values it accepts.
+    """
+
+    name: str
+    help: str
+    choices: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class FormatSpec:
     """A format a plugin provides.
 
@@ -66,6 +81,7 @@ class FormatSpec:
         starting with ``size`` (whose help text ``-o help`` shows per format). An option is printed
         there when given or when its ``default`` is not None, so options QEMU shows no default for
         keep ``default=None`` and the plugin applies its own fallback.
+    :ivar open_options: what :func:`blockfmt.open` accepts in *options* for this format.
     :ivar data_only: the format keeps no metadata of its own, the file is the disk (QEMU's raw):
         opens then take QEMU's lighter lock set (no resize, nothing refused to other writers).
     :ivar plugin_name: filled in by the host: the plugin that registered it.
@@ -75,6 +91,7 @@ class FormatSpec:
     description: str
     create_options: tuple[CreateOption, ...] = ()
     data_only: bool = False
+    open_options: tuple[OpenOption, ...] = ()
     plugin_name: str = ""
 
 

@@ -80,12 +80,12 @@ def blockfmt_open(
     :param format: the format name (one of this plugin's).
     :param file: the opened file; owned by the host, the driver must not close it.
     :param read_only: whether writes will be refused; a plugin must not modify the file then.
-    :param options: format-specific open options; unknown keys are an error.
+    :param options: format-specific open options, already checked by the host against the
+        ``open_options`` the format's :class:`~blockfmt.driver.FormatSpec` declares.
     :returns: a :class:`~blockfmt.driver.FormatDriver`; None means the plugin cannot open it
         after all, which the host reports as an unsupported format.
     :raises CorruptImageError: when the image is invalid.
     :raises UnsupportedFeatureError: when it uses a feature not implemented.
-    :raises InvalidOptionError: for unknown or invalid *options*.
     """
 
 

@@ -13,7 +13,14 @@ from typing import Any
 from .driver import CreateOption, FormatSpec
 from .errors import InvalidOptionError
 
-__all__ = ["SIZE_SUFFIX_HELP", "CreateOptions", "coerce_create_options", "parse_option_list", "parse_size"]
+__all__ = [
+    "SIZE_SUFFIX_HELP",
+    "CreateOptions",
+    "check_open_options",
+    "coerce_create_options",
+    "parse_option_list",
+    "parse_size",
+]
 
 _SUFFIXES = {
     "": 1,
@@ -113,6 +120,21 @@ class CreateOptions:
 
     values: Mapping[str, Any]
     given: frozenset[str]
+
+
+def check_open_options(spec: FormatSpec, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The open *options* for a *spec* format, checked against what it declares.
+
+    :raises InvalidOptionError: for an unknown key (QEMU's text) or a value it does not accept.
+    """
+    declared = {option.name: option for option in spec.open_options}
+    for key, value in options.items():
+        option = declared.get(key)
+        if option is None:
+            raise InvalidOptionError(f"Invalid parameter '{key}'")
+        if value not in option.choices:
+            raise InvalidOptionError(f"Parameter '{key}' expects {' or '.join(map(repr, option.choices))}")
+    return dict(options)
 
 
 def coerce_create_options(

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from .driver import CreateOption, Extent, FormatDriver, FormatSpec
-from .errors import InvalidOptionError
 from .fileio import ImageFile
 from .markers import hookimpl
 
@@ -70,8 +69,6 @@ def blockfmt_probe(head: bytes) -> tuple[str, int]:
 
 @hookimpl
 def blockfmt_open(file: ImageFile, read_only: bool, options: dict[str, Any]) -> RawDriver:
-    if options:
-        raise InvalidOptionError(f"Invalid parameter '{next(iter(options))}'")
     return RawDriver(file, read_only=read_only)
 
 

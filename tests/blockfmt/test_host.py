@@ -16,7 +16,7 @@ DEMO_PLUGIN = '''
 import struct
 
 import blockfmt
-from blockfmt.driver import CheckResult, CreateOption, FormatDriver, FormatSpec
+from blockfmt.driver import CheckResult, CreateOption, FormatDriver, FormatSpec, OpenOption
 
 MAGIC = b"DEMOFMT1"
 HEADER = struct.Struct("<8sQ")
@@ -24,8 +24,9 @@ DATA_OFFSET = 512
 
 
 class DemoDriver(FormatDriver):
-    def __init__(self, file, *, read_only):
+    def __init__(self, file, *, read_only, options):
         super().__init__(file, read_only=read_only)
+        self.mode = options.get("mode", "plain")
         magic, self.size = HEADER.unpack(file.pread_exact(HEADER.size, 0, "demo header"))
         if magic != MAGIC:
             raise blockfmt.CorruptImageError("Image not in demo format")
@@ -41,7 +42,8 @@ class DemoDriver(FormatDriver):
 @blockfmt.hookimpl
 def blockfmt_formats():
     return [FormatSpec("demo", "Demo format", (CreateOption("size", "size", "Virtual disk size"),
-                                               CreateOption("label", "string", "Label", default="x")))]
+                                               CreateOption("label", "string", "Label", default="x")),
+                       open_options=(OpenOption("mode", "how to open", ("plain", "shout")),))]
 
 
 @blockfmt.hookimpl
@@ -50,8 +52,8 @@ def blockfmt_probe(head):
 
 
 @blockfmt.hookimpl
-def blockfmt_open(format, file, read_only):
-    return DemoDriver(file, read_only=read_only) if format == "demo" else None
+def blockfmt_open(format, file, read_only, options):
+    return DemoDriver(file, read_only=read_only, options=options) if format == "demo" else None
 
 
 @blockfmt.hookimpl
@@ -117,6 +119,21 @@ def test_external_plugin_end_to_end(demo_host: Host, tmp_path: Path) -> None:
         assert image.read_at(4090, 16) == bytes(6) + b"payload" + bytes(3)
         assert image.check().messages == ["demo: all fine"]
     assert path.read_bytes()[512 + 4096 : 512 + 4103] == b"payload"
+
+
+def test_declared_open_options_are_checked_by_the_host(demo_host: Host, tmp_path: Path) -> None:
+    """A plugin's FormatSpec.open_options reach its driver; anything else is refused before it runs."""
+    path = tmp_path / "disk.demo"
+    blockfmt.create(path, "demo", 1 << 20, host=demo_host)
+    with blockfmt.open(path, options={"mode": "shout"}, host=demo_host) as image:
+        assert image.driver.mode == "shout"
+    for options, message in (
+        ({"mode": "loud"}, "Parameter 'mode' expects 'plain' or 'shout'"),
+        ({"colour": "red"}, "Invalid parameter 'colour'"),
+    ):
+        with pytest.raises(blockfmt.InvalidOptionError) as info:
+            blockfmt.open(path, options=options, host=demo_host)
+        assert str(info.value) == message
 
 
 def test_external_plugin_through_the_cli(

@@ -11,7 +11,6 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from blockfmt.driver import CheckResult, CreateOption, FormatSpec, RepairMode
-from blockfmt.errors import InvalidOptionError
 from blockfmt.fileio import ImageFile
 from blockfmt.markers import hookimpl
 
@@ -53,8 +52,6 @@ def blockfmt_probe(head: bytes) -> tuple[str, int] | None:
 def blockfmt_open(file: ImageFile, read_only: bool, options: dict[str, Any]) -> VdiDriver:
     from .image import VdiDriver
 
-    if options:
-        raise InvalidOptionError(f"Invalid parameter '{next(iter(options))}'")
     return VdiDriver(file, read_only=read_only)
 
 

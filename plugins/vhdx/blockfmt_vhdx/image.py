@@ -48,10 +48,8 @@ from .structs import FileIdentifier
 if TYPE_CHECKING:
     from .log import LogWriter
 
-__all__ = ["OPEN_OPTIONS", "VhdxDriver"]
+__all__ = ["VhdxDriver"]
 
-#: open options and the values they accept
-OPEN_OPTIONS = {"log_replay": ("memory",)}
 _ENTRY = struct.Struct("<Q")
 _ZEROS = bytes(MiB)
 
@@ -66,16 +64,6 @@ def _round_up(value: int, unit: int) -> int:
     return -(-value // unit) * unit
 
 
-def check_open_options(options: Mapping[str, Any]) -> None:
-    """:raises InvalidOptionError: for an unknown key (QEMU's text) or an unsupported value."""
-    for key, value in options.items():
-        allowed = OPEN_OPTIONS.get(key)
-        if allowed is None:
-            raise InvalidOptionError(f"Invalid parameter '{key}'")
-        if value not in allowed:
-            raise InvalidOptionError(f"Parameter '{key}' expects {' or '.join(map(repr, allowed))}")
-
-
 class VhdxDriver(FormatDriver):
     """One open VHDX image. All I/O goes through :attr:`file` (which may be a log overlay).
 
@@ -87,7 +75,6 @@ class VhdxDriver(FormatDriver):
 
     def __init__(self, file: ImageFile, *, read_only: bool, options: Mapping[str, Any]) -> None:
         super().__init__(file, read_only=read_only)
-        check_open_options(options)
         FileIdentifier.parse(file.pread(FileIdentifier.STRUCT.size, FILE_ID_OFFSET))
         self.headers: HeaderPair = read_headers(file)
         self._session_guid = uuid.uuid4()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from blockfmt.driver import CheckResult, FormatSpec, RepairMode
+from blockfmt.driver import CheckResult, FormatSpec, OpenOption, RepairMode
 from blockfmt.fileio import ImageFile
 from blockfmt.markers import hookimpl
 
@@ -20,7 +20,17 @@ if TYPE_CHECKING:
     from .image import VhdxDriver
 
 FORMAT_NAME = "vhdx"
-VHDX_SPEC = FormatSpec(FORMAT_NAME, "Microsoft Hyper-V virtual hard disk v2 (VHDX)", CREATE_OPTIONS)
+#: a read-only open of an image whose log needs replaying: serve the replayed state from memory
+#: instead of refusing, leaving the file as it is (NOTES.md #1)
+LOG_REPLAY_MEMORY = OpenOption(
+    "log_replay", "read-only open with a dirty log: replay it in memory, not in the file", ("memory",)
+)
+VHDX_SPEC = FormatSpec(
+    FORMAT_NAME,
+    "Microsoft Hyper-V virtual hard disk v2 (VHDX)",
+    CREATE_OPTIONS,
+    open_options=(LOG_REPLAY_MEMORY,),
+)
 #: QEMU's vhdx_probe score for a file starting with the signature
 _PROBE_SCORE = 100
 
