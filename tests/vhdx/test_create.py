@@ -184,7 +184,7 @@ def test_4k_sector_image_written_and_read_after_reopen(tmp_path: Path) -> None:
         drv = img.driver
         # the block after the chunk border sits after the bitmap entry at index 32768
         assert drv.geometry.payload_index(32768) == 32769
-        assert drv.bat.entries[32768] == 0
+        assert drv.bat.bitmap_entry(0) == 0  # BAT index 32768
         assert drv.bat.state(32768) == BatState.FULLY_PRESENT
         assert img.info().format_specific["logical_sector_size"] == 4096
 

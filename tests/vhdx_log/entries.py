@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from blockfmt_vhdx.checksum import stamp_checksum
+from blockfmt_vhdx.constants import CHECKSUM_OFFSET, DESCRIPTOR_SIZE, LOG_SECTOR_SIZE
 from blockfmt_vhdx.log_structs import (
-    DESCRIPTOR_SIZE,
-    LOG_SECTOR_SIZE,
     DataSector,
     LogEntryHeader,
     ZeroDescriptor,
@@ -58,7 +57,7 @@ def build_entry(
             data_index += 1
         else:
             entry[at : at + DESCRIPTOR_SIZE] = ZeroDescriptor(payload, offset, sequence_number).pack()
-    stamp_checksum(entry, LogEntryHeader.CHECKSUM_OFFSET)
+    stamp_checksum(entry, CHECKSUM_OFFSET)
     return entry
 
 

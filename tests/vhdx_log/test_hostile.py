@@ -15,8 +15,8 @@ from blockfmt.fileio import OsImageFile
 from blockfmt.host import default_host
 from blockfmt.testing.faults import FaultInjectingFile
 from blockfmt_vhdx.checksum import stamp_checksum
-from blockfmt_vhdx.log import HEADERS_END, find_log_sequence
-from blockfmt_vhdx.log_structs import LOG_SECTOR_SIZE, LogEntryHeader
+from blockfmt_vhdx.constants import CHECKSUM_OFFSET, HEADERS_END, LOG_SECTOR_SIZE
+from blockfmt_vhdx.log import find_log_sequence
 
 from .entries import build_entry, put_in_log
 from .headers import HEADER_OFFSETS, HEADER_SIZE, current_header, set_log_guid
@@ -104,7 +104,7 @@ def test_entry_with_bad_checksum_is_ignored_and_the_previous_one_wins(image):
 def test_data_sector_with_wrong_sequence_half_is_ignored(image):
     bad = entry(3, 0, [(TARGET, NEW)], image)
     bad[LOG_SECTOR_SIZE + LOG_SECTOR_SIZE - 4] ^= 1  # SequenceLow of the data sector
-    stamp_checksum(bad, LogEntryHeader.CHECKSUM_OFFSET)
+    stamp_checksum(bad, CHECKSUM_OFFSET)
     put(image, 0, bad)
     assert find(image) is None
 

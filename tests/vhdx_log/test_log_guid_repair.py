@@ -18,7 +18,7 @@ import pytest
 
 import blockfmt
 from blockfmt.testing.qemu import run_tool
-from blockfmt_vhdx.log_structs import LOG_SECTOR_SIZE
+from blockfmt_vhdx.constants import LOG_SECTOR_SIZE
 
 from .entries import build_entry, put_in_log
 from .headers import current_header, set_log_guid

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blockfmt.errors import CorruptImageError
+from blockfmt_vhdx.constants import LOG_SECTOR_SIZE
 from blockfmt_vhdx.log_structs import (
-    LOG_SECTOR_SIZE,
     DataDescriptor,
     DataSector,
     LogEntryHeader,

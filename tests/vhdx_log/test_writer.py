@@ -10,8 +10,8 @@ import pytest
 import blockfmt
 from blockfmt.fileio import OsImageFile
 from blockfmt.testing.faults import FaultInjectingFile, LoseUnflushed, PowerCut
+from blockfmt_vhdx.constants import LOG_SECTOR_SIZE
 from blockfmt_vhdx.log import LogWriter, find_log_sequence, replay_log
-from blockfmt_vhdx.log_structs import LOG_SECTOR_SIZE
 
 from .headers import current_header, set_log_guid
 

@@ -28,6 +28,8 @@ REGION_TABLE1_OFFSET = 3 * HEADER_BLOCK_SIZE
 REGION_TABLE2_OFFSET = 4 * HEADER_BLOCK_SIZE
 HEADER_OFFSETS = (HEADER1_OFFSET, HEADER2_OFFSET)
 REGION_TABLE_OFFSETS = (REGION_TABLE1_OFFSET, REGION_TABLE2_OFFSET)
+#: the file identifier and both headers: never written through the log, since they locate it (§2.2.2)
+HEADERS_END = HEADER2_OFFSET + HEADER_BLOCK_SIZE
 #: the header section is always 1 MiB; objects in the file are aligned to 1 MiB (§2.1, §2.2.3.2)
 HEADER_SECTION_SIZE = 1 * MiB
 #: alignment of every region, log and payload block offset (§2.2.3.2, §2.5.1)
@@ -46,7 +48,7 @@ HEADER_SIZE = 4 * KiB
 HEADER_VERSION = 1
 #: LogVersion MUST be 0 (§2.2.2)
 LOG_VERSION = 0
-#: byte offset of the Checksum field in headers, region tables and log entries
+#: byte offset of the Checksum field in headers, region tables and log entry headers (§2.3.1.1)
 CHECKSUM_OFFSET = 4
 
 # -- §2.2.3 region table -----------------------------------------------------------------------
@@ -64,6 +66,22 @@ LOG_ALIGNMENT = 1 * MiB
 DEFAULT_LOG_SIZE = 1 * MiB
 #: LogLength is a 32-bit field (§2.2.2)
 LOG_SIZE_LIMIT = 1 << 32
+#: replay grows the file to LastFileOffset rounded up to this (§2.3.1.1: a multiple of 1 MB)
+FILE_SIZE_ALIGNMENT = 1 * MiB
+#: every log entry, descriptor target and zero range is a multiple of this (§2.3.1)
+LOG_SECTOR_SIZE = 4 * KiB
+#: "loge" (§2.3.1.1)
+LOG_ENTRY_SIGNATURE = b"loge"
+#: "zero" (§2.3.1.2)
+ZERO_DESCRIPTOR_SIGNATURE = b"zero"
+#: "desc" (§2.3.1.3)
+DATA_DESCRIPTOR_SIGNATURE = b"desc"
+#: "data" (§2.3.1.4)
+DATA_SECTOR_SIGNATURE = b"data"
+#: size of one zero or data descriptor (§2.3.1.2, §2.3.1.3)
+DESCRIPTOR_SIZE = 32
+#: descriptors that fill one whole log sector
+DESCRIPTORS_PER_SECTOR = LOG_SECTOR_SIZE // DESCRIPTOR_SIZE
 
 # -- §2.5 BAT ----------------------------------------------------------------------------------
 BAT_ENTRY_SIZE = 8

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,8 @@ _CREATOR = "blockfmt"
 #: auto block size, as QEMU picks it: (disk size above, block size)
 _AUTO_BLOCK_SIZES = ((32 * TiB, 64 * MiB), (100 * GiB, 32 * MiB), (1 * GiB, 16 * MiB))
 _AUTO_BLOCK_SIZE_SMALL = 8 * MiB
+#: the initial BAT is written in pieces of about this size
+_BAT_PIECE_BYTES = 4 * MiB
 
 
 def _round_up(value: int, unit: int) -> int:
@@ -168,25 +171,34 @@ def _auto_block_size(size: int) -> int:
     return _AUTO_BLOCK_SIZE_SMALL
 
 
-def build_bat(layout: Layout) -> bytearray:
-    """The initial BAT: FULLY_PRESENT blocks back to back for fixed images, ZERO or NOT_PRESENT
-    payload entries for dynamic ones; sector bitmap entries stay NOT_PRESENT (§2.5.1.2)."""
-    geometry = layout.geometry
-    raw = bytearray(geometry.entry_count * BAT_ENTRY_SIZE)
+def bat_pieces(layout: Layout) -> Iterator[tuple[int, bytes]]:
+    """The initial BAT as ``(byte offset in the BAT, bytes)`` pieces of at most about
+    :data:`_BAT_PIECE_BYTES` (a 64 TiB disk has a 512 MiB BAT, never held whole): FULLY_PRESENT
+    blocks back to back for fixed images, ZERO payload entries for dynamic ones; sector bitmap
+    entries stay NOT_PRESENT (§2.5.1.2). Nothing for a BAT of NOT_PRESENT entries (the file's zeros)."""
     if not layout.fixed and not layout.block_state_zero:
-        return raw
-    entries = memoryview(raw).cast("Q")
+        return
+    geometry = layout.geometry
     ratio, block_size = geometry.chunk_ratio, layout.params.block_size
-    for first in range(0, geometry.payload_blocks, ratio):
-        count = min(ratio, geometry.payload_blocks - first)
-        index = geometry.payload_index(first)
+    chunks_per_piece = max(1, _BAT_PIECE_BYTES // ((ratio + 1) * BAT_ENTRY_SIZE))
+    zero_chunk = array.array("Q", [make_entry(BatState.ZERO)]) * ratio + array.array("Q", [0])
+    for chunk in range(0, geometry.bitmap_blocks, chunks_per_piece):
+        first = chunk * ratio
+        count = min(chunks_per_piece * ratio, geometry.payload_blocks - first)
+        end_index = geometry.payload_index(first + count - 1) + 1
         if layout.fixed:
+            entries = array.array("Q", bytes((end_index - geometry.payload_index(first)) * BAT_ENTRY_SIZE))
             start = make_entry(BatState.FULLY_PRESENT, layout.data_offset + first * block_size)
-            values = array.array("Q", range(start, start + count * block_size, block_size))
+            for n in range(0, count, ratio):  # one slice per chunk: its bitmap entry stays zero
+                size = min(ratio, count - n)
+                at = n + n // ratio
+                begin = start + n * block_size
+                entries[at : at + size] = array.array(
+                    "Q", range(begin, begin + size * block_size, block_size)
+                )
         else:
-            values = array.array("Q", [make_entry(BatState.ZERO)]) * count
-        entries[index : index + count] = memoryview(values)
-    return raw
+            entries = (zero_chunk * chunks_per_piece)[: end_index - geometry.payload_index(first)]
+        yield geometry.payload_index(first) * BAT_ENTRY_SIZE, entries.tobytes()
 
 
 def write_new_image(file: ImageFile, layout: Layout) -> None:
@@ -212,6 +224,6 @@ def write_new_image(file: ImageFile, layout: Layout) -> None:
     ).pack()
     for offset in REGION_TABLE_OFFSETS:
         file.pwrite(regions, offset)
-    if layout.fixed or layout.block_state_zero:
-        file.pwrite(build_bat(layout), layout.bat_offset)
+    for offset, piece in bat_pieces(layout):
+        file.pwrite(piece, layout.bat_offset + offset)
     file.pwrite(build_metadata(layout.params), layout.metadata_offset)

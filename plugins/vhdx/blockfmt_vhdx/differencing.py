@@ -40,9 +40,9 @@ class Differencing:
         self.link = ParentLink.from_locator(driver.params.parent_locator)
         self.sector_size = driver.params.logical_sector_size
         self.bitmaps = SectorBitmaps(
-            driver.file,
             driver.bat,
             driver.block_size // self.sector_size,
+            driver.read_host,
             driver.allocate,
             driver.check_block_offset,
         )
@@ -101,9 +101,7 @@ class Differencing:
             for present, pos, n in self._sector_runs(block, lo, hi):
                 view = buf[pos - offset : pos - offset + n]
                 if present:
-                    got = self.driver.file.preadinto(view, host + pos)
-                    if got < n:
-                        _fill_zeros(view[got:])
+                    self.driver.read_host(view, host + pos)
                 else:
                     self.read_parent(pos, view)
 
@@ -155,12 +153,12 @@ class Differencing:
             cursor = driver.allocate((end - start) * bs)
             for block in range(start, end):
                 new_entries[block] = make_entry(BatState.PARTIALLY_PRESENT, cursor + (block - start) * bs)
-            driver.file.pwrite(data, cursor + offset - start * bs)
+            driver.write_host(data, cursor + offset - start * bs)
             driver.stage_entries(new_entries)
         else:
             for block in range(start, end):
                 lo, hi = max(offset, block * bs), min(offset + len(data), (block + 1) * bs)
-                driver.file.pwrite(
+                driver.write_host(
                     data[lo - offset : hi - offset], driver.data_offset(block) + lo - block * bs
                 )
         for block in range(start, end):

@@ -29,10 +29,20 @@ from blockfmt.errors import (
 )
 from blockfmt.fileio import ImageFile
 
-from .bat import KIND_DATA, KIND_PARENT, KIND_PARTIAL, KIND_ZERO, BatGeometry, BatTable, make_entry
+from .bat import (
+    KIND_DATA,
+    KIND_PARENT,
+    KIND_PARTIAL,
+    KIND_ZERO,
+    MAX_CACHED_PAGES,
+    BatGeometry,
+    BatTable,
+    make_entry,
+)
 from .constants import (
     BAT_ENTRY_SIZE,
     BAT_OFFSET_MASK,
+    BAT_STATE_MASK,
     FILE_ID_OFFSET,
     OBJECT_ALIGNMENT,
     BatState,
@@ -52,6 +62,7 @@ __all__ = ["VhdxDriver"]
 
 _ENTRY = struct.Struct("<Q")
 _ZEROS = bytes(MiB)
+_FULLY_PRESENT = int(BatState.FULLY_PRESENT)
 
 
 def _fill_zeros(view: memoryview) -> None:
@@ -85,17 +96,8 @@ class VhdxDriver(FormatDriver):
         check_log_fields(self.headers.current, file.size(), writable=not read_only)
         if self.headers.current.has_log and self.headers.current.log_length:  # QEMU: no length, no log
             self._handle_log(options)
-        self.file_size = self.file.size()
-        self.regions: FileRegions = read_regions(self.file, self.headers.current, self.file_size)
-        self.params: DiskParameters = read_metadata(
-            self.file, self.regions.metadata.file_offset, self.regions.metadata.length
-        )
-        self.geometry: BatGeometry = self.params.geometry
-        self.bat = self._read_bat()
-        self.size = self.params.disk_size
-        self.block_size = self.params.block_size
-        self._alloc_end: int | None = None
         self._log_writer: LogWriter | None = None
+        self.reload_layout()
         #: BAT entries (block -> entry) in memory but not yet on disk; see stage_entries
         self._staged: dict[int, int] = {}
         #: the parent-aware data path of a differencing image (HasParent), None otherwise
@@ -146,8 +148,23 @@ class VhdxDriver(FormatDriver):
             self.regions = dataclasses.replace(self.regions, damaged_tables=())
         return len(damaged)
 
-    def _read_bat(self) -> BatTable:
-        """Read the BAT entries (not the whole region) in one read bounded by the file size."""
+    def reload_layout(self) -> None:
+        """Read the regions, the metadata and the BAT's place as a fresh open does (open, resize)."""
+        self.file_size = self.file.size()
+        self.regions: FileRegions = read_regions(self.file, self.headers.current, self.file_size)
+        self.params: DiskParameters = read_metadata(
+            self.file, self.regions.metadata.file_offset, self.regions.metadata.length
+        )
+        self.geometry: BatGeometry = self.params.geometry
+        self.bat = self._open_bat()
+        self.size = self.params.disk_size
+        self.block_size = self.params.block_size
+        self._alloc_end: int | None = None
+        #: data blocks at or past this offset can overlap no fixed region (the read fast path)
+        self._regions_end = max(span.end for span in self.regions.spans)
+
+    def _open_bat(self) -> BatTable:
+        """The BAT, read page by page on demand; the entries must fit its region and the file."""
         length = self.geometry.entry_count * BAT_ENTRY_SIZE
         region = self.regions.bat
         if length > region.length:
@@ -157,9 +174,7 @@ class VhdxDriver(FormatDriver):
             )
         if region.file_offset + length > self.file_size:
             raise CorruptImageError("VHDX BAT lies beyond the end of the file")
-        raw = bytearray(length)
-        self.file.preadinto(raw, region.file_offset)
-        return BatTable(self.geometry, raw)
+        return BatTable(self.geometry, self.file, region.file_offset)
 
     # -- block lookup -----------------------------------------------------------------------
 
@@ -168,12 +183,33 @@ class VhdxDriver(FormatDriver):
 
         :raises CorruptImageError: with QEMU's text when it points after the end of the file.
         """
-        index = self.geometry.payload_index(block)
-        offset = self.bat.entries[index] & BAT_OFFSET_MASK
-        self._check_span(
-            offset, self.geometry.block_length(block), self.block_size, f"VHDX BAT entry {index}"
-        )
+        offset = self.bat.file_offset(block)
+        self.check_data_run(block, 1, offset)
         return offset
+
+    def check_data_run(self, block: int, count: int, offset: int) -> None:
+        """Check that blocks ``[block, block + count)``, stored one after the other from *offset*,
+        lie inside the file and outside every fixed region.
+
+        :raises CorruptImageError: naming the first bad block's entry, with QEMU's text when it
+            points after the end of the file.
+        """
+        last = block + count - 1
+        length = (count - 1) * self.block_size + self.geometry.block_length(last)
+        end = offset + length
+        if offset < self.file_size and end <= self.file_size:
+            if (
+                offset >= self._regions_end
+                or self.regions.overlapping(offset, offset + count * self.block_size) is None
+            ):
+                return
+        for nth in range(count):  # a bad run: find the first bad block and say what is wrong
+            self._check_span(
+                offset + nth * self.block_size,
+                self.geometry.block_length(block + nth),
+                self.block_size,
+                f"VHDX BAT entry {self.geometry.payload_index(block + nth)}",
+            )
 
     def check_block_offset(self, offset: int, what: str) -> None:
         """Check a 1 MiB sector bitmap block at *offset* as payload blocks are (*what* names its entry)."""
@@ -199,21 +235,30 @@ class VhdxDriver(FormatDriver):
         """Take the file's size anew: a check judges block offsets against the file as it is now."""
         self.file_size = self.file.size()
 
-    def invalid_state_error(self, block: int) -> CorruptImageError:
+    def invalid_state_error(self, block: int, state: int | None = None) -> CorruptImageError:
+        """The error for block *block*, whose entry has *state* (looked up when not given)."""
         index = self.geometry.payload_index(block)
-        state = self.bat.entries[index] & 0x7
+        if state is None:
+            state = self.bat.state(block)
         return CorruptImageError(f"VHDX BAT entry {index} has invalid state {state}")
+
+    def data_runs(self, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+        """``(first_block, count, file_offset)`` of the data blocks ``[start, end)``, split where they
+        stop lying one after the other in the file; each run is checked (:meth:`check_data_run`)."""
+        for block, count, entry in self.bat.host_runs(start, end):
+            offset = entry & BAT_OFFSET_MASK
+            self.check_data_run(block, count, offset)
+            yield block, count, offset
 
     def _segments(self, offset: int, length: int, start: int, end: int) -> Iterator[tuple[int, int, int]]:
         """Yield ``(virtual_offset, host_offset, length)`` for the data blocks ``[start, end)``
         clipped to the request, adjacent host ranges merged."""
         bs = self.block_size
-        lo_limit, hi_limit = offset, offset + length
         seg: list[int] | None = None
-        for block in range(start, end):
-            lo = max(lo_limit, block * bs)
-            hi = min(hi_limit, (block + 1) * bs)
-            host = self.data_offset(block) + lo - block * bs
+        for block, count, host in self.data_runs(start, end):
+            lo = max(offset, block * bs)
+            hi = min(offset + length, (block + count) * bs)
+            host += lo - block * bs
             if seg is not None and seg[1] + seg[2] == host:
                 seg[2] += hi - lo
                 continue
@@ -233,6 +278,17 @@ class VhdxDriver(FormatDriver):
 
     def readinto(self, offset: int, buf: memoryview) -> None:
         bs, length = self.block_size, len(buf)
+        block = offset // bs
+        if (offset + length - 1) // bs == block:  # inside one block: the common small read, shortest path
+            entry = self.bat.entry(block)
+            host = entry & BAT_OFFSET_MASK
+            if (
+                entry & BAT_STATE_MASK == _FULLY_PRESENT
+                and host >= self._regions_end
+                and host + bs <= self.file_size
+            ):
+                self.read_host(buf, host + offset - block * bs)
+                return
         for kind, start, end in self.bat_runs(offset, length):
             if kind == KIND_ZERO:
                 lo = max(offset, start * bs)
@@ -240,14 +296,22 @@ class VhdxDriver(FormatDriver):
                 _fill_zeros(buf[lo - offset : hi - offset])
             elif kind == KIND_DATA:
                 for virt, host, n in self._segments(offset, length, start, end):
-                    view = buf[virt - offset : virt - offset + n]
-                    got = self.file.preadinto(view, host)
-                    if got < n:  # the file shrank under us: what is gone reads as zeros
-                        _fill_zeros(view[got:])
+                    self.read_host(buf[virt - offset : virt - offset + n], host)
             elif self.differencing is not None and kind in (KIND_PARENT, KIND_PARTIAL):
                 self.differencing.read_runs(offset, buf, kind, start, end)
             else:
                 raise self.invalid_state_error(start)
+
+    def read_host(self, view: memoryview, host: int) -> None:
+        """Fill *view* from file offset *host*; what lies past the end of the file (it shrank
+        under us) reads as zeros."""
+        got = self.file.preadinto(view, host)
+        if got < len(view):
+            _fill_zeros(view[got:])
+
+    def write_host(self, data: memoryview, host: int) -> None:
+        """Write payload bytes at file offset *host* (a block this driver allocated or checked)."""
+        self.file.pwrite(data, host)
 
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
         """The real allocation: FULLY_PRESENT blocks are data at their host offset, others zeros."""
@@ -303,7 +367,7 @@ class VhdxDriver(FormatDriver):
                 "a differencing VHDX must have its parent's logical sector size "
                 f"({parent_params.logical_sector_size} bytes)"
             )
-        if self.differencing is None and self.bat.raw.strip(b"\0"):
+        if self.differencing is None and self.bat.any_entry():
             raise UnsupportedOperationError(
                 f"'{self.file.name}' is not a differencing image and holds data; it cannot get a backing file"
             )
@@ -316,9 +380,8 @@ class VhdxDriver(FormatDriver):
             raise UnsupportedOperationError("the VHDX metadata region has no room for a parent locator")
         self.begin_change()
         self.commit_entries()
-        self._log().write_transaction([(self.regions.metadata.file_offset, metadata)])
-        self.params, self.geometry = params, params.geometry
-        self.bat = self._read_bat()
+        self.log_writer().write_transaction([(self.regions.metadata.file_offset, metadata)])
+        self.reload_layout()
         self.differencing = Differencing(self)
 
     def info(self) -> ImageInfo:
@@ -345,7 +408,8 @@ class VhdxDriver(FormatDriver):
         self.headers.update(self.file, file_write_guid=self._session_guid, log_guid=log_guid)
         self._file_guid_written = True
 
-    def _log(self) -> LogWriter:
+    def log_writer(self) -> LogWriter:
+        """The writer every metadata change of this image goes through (MS-VHDX §2.3)."""
         if self._log_writer is None:
             from .log import LogWriter
 
@@ -353,28 +417,21 @@ class VhdxDriver(FormatDriver):
             self._log_writer = LogWriter(self.file, header.log_offset, header.log_length, self._set_log_guid)
         return self._log_writer
 
-    def _allocation_end(self) -> int:
+    def allocation_end(self) -> int:
         """Where the next block goes: past the file, every region, every data block and sector bitmap
-        block, 1 MiB aligned."""
+        block, 1 MiB aligned. The BAT is streamed once, page by page, for the highest offset."""
         if self._alloc_end is None:
-            end = max([self.file_size] + [span.end for span in self.regions.spans])
-            for kind, start, stop in self.bat.runs(0, self.geometry.payload_blocks):
-                if kind in (KIND_DATA, KIND_PARTIAL):
-                    for block in range(start, stop):
-                        offset = self.bat.entries[self.geometry.payload_index(block)] & BAT_OFFSET_MASK
-                        if offset < self.file_size:
-                            end = max(end, offset + self.block_size)
-            if self.geometry.has_parent:
-                for chunk in range(self.geometry.bitmap_blocks):
-                    offset = self.bat.bitmap_entry(chunk) & BAT_OFFSET_MASK
-                    if offset < self.file_size:
-                        end = max(end, offset + MiB)
+            end = max(self.file_size, self._regions_end)
+            limit = _round_up(self.file_size, OBJECT_ALIGNMENT)
+            offset = self.bat.highest_offset(limit)
+            if offset:
+                end = max(end, offset + self.block_size)
             self._alloc_end = _round_up(end, OBJECT_ALIGNMENT)
         return self._alloc_end
 
     def allocate(self, length: int) -> int:
         """Reserve *length* bytes (whole MiB) at the end of the file, grown over them; returns the offset."""
-        cursor = self._allocation_end()
+        cursor = self.allocation_end()
         self._alloc_end = cursor + _round_up(length, OBJECT_ALIGNMENT)
         if self._alloc_end > self.file_size:
             self.file.truncate(self._alloc_end)
@@ -423,8 +480,9 @@ class VhdxDriver(FormatDriver):
             run_end = index + 1
         if run:
             updates.append((base + run_start * BAT_ENTRY_SIZE, bytes(run)))
-        self._log().write_transaction(updates + bitmap_pages)
+        self.log_writer().write_transaction(updates + bitmap_pages)
         self._staged.clear()
+        self.bat.committed()
         if self.differencing is not None:
             self.differencing.bitmaps.committed()
         return True
@@ -435,6 +493,11 @@ class VhdxDriver(FormatDriver):
             self.differencing.write(offset, data)
         else:
             self.write_plain(offset, data)
+        held = self.bat.pinned_pages
+        if self.differencing is not None:
+            held += self.differencing.bitmaps.dirty_pages
+        if held > MAX_CACHED_PAGES:  # bound the pages kept in memory for staged changes
+            self.commit_entries()
 
     def write_plain(self, offset: int, data: memoryview) -> None:
         """Write into FULLY_PRESENT blocks in place and into zero-state blocks by allocating them."""
@@ -445,7 +508,7 @@ class VhdxDriver(FormatDriver):
             if kind == KIND_DATA:
                 segments.extend(self._segments(offset, length, start, end))
             elif kind == KIND_ZERO:
-                cursor = self._allocation_end()
+                cursor = self.allocation_end()
                 lo = max(offset, start * bs)
                 hi = min(offset + length, end * bs)
                 for block in range(start, end):
@@ -460,10 +523,10 @@ class VhdxDriver(FormatDriver):
                 self.file.truncate(self._alloc_end)
                 self.file_size = self._alloc_end
         for virt, host, n in segments:
-            self.file.pwrite(data[virt - offset : virt - offset + n], host)
+            self.write_host(data[virt - offset : virt - offset + n], host)
         self.stage_entries(new_entries)
 
-    def _zero_in_place(self, offset: int, length: int) -> None:
+    def zero_in_place(self, offset: int, length: int) -> None:
         """Write zeros over the allocated parts of the range; unallocated parts already read as zero."""
         if length <= 0:
             return
@@ -484,12 +547,12 @@ class VhdxDriver(FormatDriver):
             end = self.geometry.payload_blocks
         if first >= end:
             if state == BatState.ZERO:
-                self._zero_in_place(offset, length)
+                self.zero_in_place(offset, length)
             return
         if state == BatState.ZERO:
-            self._zero_in_place(offset, first * bs - offset)
+            self.zero_in_place(offset, first * bs - offset)
             tail = min(end * bs, self.size)
-            self._zero_in_place(tail, offset + length - tail)
+            self.zero_in_place(tail, offset + length - tail)
         new_entries: dict[int, int] = {}
         freed: list[tuple[int, int]] = []
         for kind, start, stop in self.bat.runs(first, end):
@@ -516,7 +579,7 @@ class VhdxDriver(FormatDriver):
         if self.differencing is not None:
             FormatDriver.write_zeroes(self, offset, length)
         elif self.params.leave_blocks_allocated:
-            self._zero_in_place(offset, length)
+            self.zero_in_place(offset, length)
         else:
             self._set_whole_blocks(offset, length, BatState.ZERO, only_data=False)
 

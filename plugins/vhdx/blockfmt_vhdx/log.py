@@ -25,10 +25,17 @@ from blockfmt.errors import CorruptImageError, ReadOnlyError
 from blockfmt.fileio import ImageFile
 
 from .checksum import compute_checksum, continue_checksum, stamp_checksum
-from .log_structs import (
+from .constants import (
+    CHECKSUM_OFFSET,
     DESCRIPTOR_SIZE,
+    FILE_SIZE_ALIGNMENT,
+    HEADERS_END,
     LOG_ENTRY_SIGNATURE,
     LOG_SECTOR_SIZE,
+    ZERO_GUID,
+    MiB,
+)
+from .log_structs import (
     DataDescriptor,
     DataSector,
     LogEntryHeader,
@@ -36,6 +43,7 @@ from .log_structs import (
     descriptor_sectors,
     parse_descriptor,
 )
+from .regions import check_log_region
 
 __all__ = [
     "LogEntry",
@@ -47,13 +55,6 @@ __all__ = [
     "replay_log",
 ]
 
-_MiB = 1 << 20
-#: the log's offset and length are multiples of this (MS-VHDX §2.2.2)
-LOG_ALIGNMENT = _MiB
-#: file identifier and both headers: never written through the log, since they locate it (MS-VHDX §2.2.2)
-HEADERS_END = 3 * 64 * 1024
-#: replay grows the file to LastFileOffset rounded up to this (MS-VHDX §2.3.1.1: a multiple of 1 MB)
-FILE_SIZE_ALIGNMENT = _MiB
 #: the largest file offset a POSIX file can reach
 MAX_FILE_OFFSET = (1 << 63) - 1
 #: how far past the current end of file a log may ask replay to extend it. A legitimate LastFileOffset
@@ -61,14 +62,13 @@ MAX_FILE_OFFSET = (1 << 63) - 1
 #: writer and ours extend and flush before logging, so for them it never does); 16 blocks of the
 #: 256 MiB maximum (MS-VHDX §2.6.2.1) is far beyond that. More is a hostile log, and honouring it
 #: would make replay allocate terabytes wherever the file system is not sparse.
-MAX_REPLAY_GROWTH = 16 * 256 * _MiB
+MAX_REPLAY_GROWTH = 16 * 256 * MiB
 #: bytes read per I/O while scanning or verifying the log
-_CHUNK_SIZE = _MiB
+_CHUNK_SIZE = MiB
 #: scanning work allowed, in multiples of the log length, before a log counts as hostile
 _WORK_FACTOR = 16
-_MIN_WORK = 64 * _MiB
-_ZERO_CHUNK = bytes(_MiB)
-_NIL_GUID = uuid.UUID(int=0)
+_MIN_WORK = 64 * MiB
+_ZERO_CHUNK = bytes(MiB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,22 +152,14 @@ def find_log_sequence(
         outside the file's metadata area (headers, the log itself, beyond the file), or when the
         log holds so many overlapping entries that scanning it would not be bounded.
     """
-    if log_guid == _NIL_GUID or log_length == 0:
+    if log_guid == ZERO_GUID or log_length == 0:
         return None
-    _check_log_region(log_offset, log_length)
+    check_log_region(log_offset, log_length)
     scan = _LogScan(file, log_offset, log_length, log_guid)
     sequence = scan.active_sequence()
     if sequence is not None:
         _check_ranges(file, sequence)
     return sequence
-
-
-def _check_log_region(log_offset: int, log_length: int) -> None:
-    """The log lies after the header section, both ends 1 MB aligned (MS-VHDX §2.2.2)."""
-    if log_offset < LOG_ALIGNMENT or log_offset % LOG_ALIGNMENT or log_length % LOG_ALIGNMENT:
-        raise CorruptImageError(
-            f"VHDX log at offset {log_offset} with length {log_length} is not 1 MB aligned"
-        )
 
 
 class _LogScan:
@@ -274,7 +266,7 @@ class _LogScan:
         done = 0
         for _, chunk in self._read_log(position, header.entry_length):
             if crc is None:
-                crc = compute_checksum(chunk, LogEntryHeader.CHECKSUM_OFFSET)
+                crc = compute_checksum(chunk, CHECKSUM_OFFSET)
             else:
                 crc = continue_checksum(crc, chunk)
             view = memoryview(chunk)
@@ -538,10 +530,9 @@ class LogWriter:
         log_length: int,
         set_log_guid: Callable[[uuid.UUID | None], None],
     ) -> None:
-        if log_length < LOG_ALIGNMENT or log_length % LOG_ALIGNMENT or log_offset % LOG_ALIGNMENT:
-            raise CorruptImageError(
-                f"VHDX log at offset {log_offset} with length {log_length} is not 1 MB aligned"
-            )
+        check_log_region(log_offset, log_length)
+        if not log_length:
+            raise CorruptImageError("VHDX image has no log to write metadata changes through")
         self.file = file
         self.log_offset = log_offset
         self.log_length = log_length
@@ -633,7 +624,7 @@ class LogWriter:
             entry[at : at + DESCRIPTOR_SIZE] = descriptor.pack()
             at = table_length + index * LOG_SECTOR_SIZE
             entry[at : at + LOG_SECTOR_SIZE] = data_sector.pack()
-        stamp_checksum(entry, LogEntryHeader.CHECKSUM_OFFSET)
+        stamp_checksum(entry, CHECKSUM_OFFSET)
 
         first = min(entry_length, self.log_length - self._position)
         self.file.pwrite(memoryview(entry)[:first], self.log_offset + self._position)

@@ -26,14 +26,17 @@ from typing import ClassVar, Self
 
 from blockfmt.errors import CorruptImageError
 
+from .constants import (
+    DATA_DESCRIPTOR_SIGNATURE,
+    DATA_SECTOR_SIGNATURE,
+    DESCRIPTOR_SIZE,
+    DESCRIPTORS_PER_SECTOR,
+    LOG_ENTRY_SIGNATURE,
+    LOG_SECTOR_SIZE,
+    ZERO_DESCRIPTOR_SIGNATURE,
+)
+
 __all__ = [
-    "DATA_DESCRIPTOR_SIGNATURE",
-    "DATA_SECTOR_SIGNATURE",
-    "DESCRIPTORS_PER_SECTOR",
-    "DESCRIPTOR_SIZE",
-    "LOG_ENTRY_SIGNATURE",
-    "LOG_SECTOR_SIZE",
-    "ZERO_DESCRIPTOR_SIGNATURE",
     "DataDescriptor",
     "DataSector",
     "Descriptor",
@@ -42,21 +45,6 @@ __all__ = [
     "descriptor_sectors",
     "parse_descriptor",
 ]
-
-#: every log entry, descriptor target and zero range is a multiple of this (MS-VHDX §2.3.1)
-LOG_SECTOR_SIZE = 4096
-#: "loge" (MS-VHDX §2.3.1.1)
-LOG_ENTRY_SIGNATURE = b"loge"
-#: "zero" (MS-VHDX §2.3.1.2)
-ZERO_DESCRIPTOR_SIGNATURE = b"zero"
-#: "desc" (MS-VHDX §2.3.1.3)
-DATA_DESCRIPTOR_SIGNATURE = b"desc"
-#: "data" (MS-VHDX §2.3.1.4)
-DATA_SECTOR_SIGNATURE = b"data"
-#: size of one zero or data descriptor (MS-VHDX §2.3.1.2, §2.3.1.3)
-DESCRIPTOR_SIZE = 32
-#: descriptors that fill one whole log sector
-DESCRIPTORS_PER_SECTOR = LOG_SECTOR_SIZE // DESCRIPTOR_SIZE
 
 #: bytes 0-7 of a logged sector are kept in the data descriptor
 _LEADING_SIZE = 8
@@ -88,8 +76,6 @@ class LogEntryHeader:
 
     STRUCT: ClassVar[struct.Struct] = struct.Struct("<4sIIIQII16sQQ")
     SIZE: ClassVar[int] = STRUCT.size
-    #: where :attr:`checksum` sits in the packed header
-    CHECKSUM_OFFSET: ClassVar[int] = 4
 
     checksum: int
     entry_length: int

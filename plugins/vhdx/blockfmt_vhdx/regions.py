@@ -24,7 +24,7 @@ from .constants import (
 )
 from .structs import Header, RegionTable, RegionTableEntry
 
-__all__ = ["FileRegions", "Span", "check_log_fields", "read_regions"]
+__all__ = ["FileRegions", "Span", "check_log_fields", "check_log_region", "read_regions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,20 @@ class FileRegions:
         return None
 
 
+def check_log_region(log_offset: int, log_length: int) -> None:
+    """The log lies after the header section, offset and length multiples of 1 MiB (MS-VHDX §2.2.2).
+
+    The one check of the log's place: the open path, the log scanner and the log writer use it.
+    A length of zero is a log-less image (QEMU ignores the log then).
+
+    :raises CorruptImageError: when the log is misplaced.
+    """
+    if log_offset < HEADER_SECTION_SIZE or log_offset % LOG_ALIGNMENT or log_length % LOG_ALIGNMENT:
+        raise CorruptImageError(
+            f"VHDX log at offset {log_offset} with length {log_length} is not 1 MB aligned"
+        )
+
+
 def check_log_fields(header: Header, file_size: int, *, writable: bool) -> None:
     """Validate the log location of the current header, as QEMU does before looking at the log.
 
@@ -68,12 +82,9 @@ def check_log_fields(header: Header, file_size: int, *, writable: bool) -> None:
 
     :raises CorruptImageError: when the log is misplaced or of an unknown version (§2.2.2).
     """
-    if header.log_offset < HEADER_SECTION_SIZE or header.log_offset % LOG_ALIGNMENT:
-        raise CorruptImageError(f"VHDX log offset {header.log_offset} is invalid")
+    check_log_region(header.log_offset, header.log_length)
     if header.log_version != LOG_VERSION:
         raise CorruptImageError(f"VHDX log version {header.log_version} is not supported")
-    if header.log_length % LOG_ALIGNMENT:
-        raise CorruptImageError(f"VHDX log length {header.log_length} is not a multiple of 1 MiB")
     if (header.has_log or writable) and header.log_offset + header.log_length > file_size:
         raise CorruptImageError("VHDX log lies beyond the end of the file")
 

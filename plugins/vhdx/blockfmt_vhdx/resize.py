@@ -26,6 +26,7 @@ from .bat import KIND_DATA, BatGeometry, make_entry
 from .constants import (
     BAT_ENTRY_SIZE,
     BAT_REGION_GUID,
+    LOG_SECTOR_SIZE,
     MAX_DISK_SIZE,
     METADATA_TABLE_SIZE,
     OBJECT_ALIGNMENT,
@@ -33,8 +34,6 @@ from .constants import (
     VIRTUAL_DISK_SIZE_GUID,
     BatState,
 )
-from .metadata import read_metadata
-from .regions import read_regions
 from .structs import MetadataTable, RegionTable, RegionTableEntry
 
 if TYPE_CHECKING:
@@ -43,8 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["resize"]
 
 _U64 = struct.Struct("<Q")
-#: the log writes whole sectors of this size
-SECTOR = 4096
 
 Update = tuple[int, bytes]
 
@@ -70,7 +67,7 @@ def resize(driver: VhdxDriver, size: int) -> None:
         _shrink(driver, size)
     else:
         _grow(driver, size)
-    _reload(driver)
+    driver.reload_layout()
 
 
 def _size_update(driver: VhdxDriver, size: int) -> Update:
@@ -85,10 +82,10 @@ def _shrink(driver: VhdxDriver, size: int) -> None:
     old = driver.geometry
     new = BatGeometry(size, old.block_size, old.logical_sector_size)
     freed = [
-        (block, driver.bat.file_offset(block))
+        (offset, count * old.block_size)
         for kind, start, stop in driver.bat.runs(new.payload_blocks, old.payload_blocks)
         if kind == KIND_DATA
-        for block in range(start, stop)
+        for _block, count, offset in driver.data_runs(start, stop)
     ]
     dropped = old.entry_count - new.entry_count
     bat_tail = (
@@ -96,10 +93,10 @@ def _shrink(driver: VhdxDriver, size: int) -> None:
         bytes(dropped * BAT_ENTRY_SIZE),
     )
     last_block_end = min(new.payload_blocks * old.block_size, old.disk_size)
-    driver._log().write_transaction([_size_update(driver, size), bat_tail])
-    driver._zero_in_place(size, last_block_end - size)  # now past the end, read back only after a grow
-    for _, offset in freed:
-        driver.file.punch_hole(offset, old.block_size)
+    driver.log_writer().write_transaction([_size_update(driver, size), bat_tail])
+    driver.zero_in_place(size, last_block_end - size)  # now past the end, read back only after a grow
+    for offset, length in freed:
+        driver.file.punch_hole(offset, length)
     driver.file.flush()
 
 
@@ -108,26 +105,27 @@ def _grow(driver: VhdxDriver, size: int) -> None:
     bs = old.block_size
     last_block_end = min(old.payload_blocks * bs, size)
     if last_block_end > old.disk_size:
-        driver._zero_in_place(old.disk_size, last_block_end - old.disk_size)  # invisible until the commit
+        driver.zero_in_place(old.disk_size, last_block_end - old.disk_size)  # invisible until the commit
     new = BatGeometry(size, bs, old.logical_sector_size)
     region = driver.regions.bat
     new_length = new.entry_count * BAT_ENTRY_SIZE
     updates = [_size_update(driver, size)]
     if new_length <= region.length:
-        tail = _new_entries(driver, old, new, driver._allocation_end())
-        driver.file.pwrite(tail, region.file_offset + len(driver.bat.raw))
+        tail = _new_entries(driver, old, new, driver.allocation_end())
+        driver.file.pwrite(tail, region.file_offset + old.entry_count * BAT_ENTRY_SIZE)
     else:
-        table_offset = driver._allocation_end()
+        table_offset = driver.allocation_end()
         table_length = -(-new_length // OBJECT_ALIGNMENT) * OBJECT_ALIGNMENT
         tail = _new_entries(driver, old, new, table_offset + table_length)
         if driver.file_size < table_offset + table_length:
             driver.file.truncate(table_offset + table_length)
-        driver.file.pwrite(bytes(driver.bat.raw) + tail, table_offset)
+        copied = driver.bat.copy_to(driver.file, table_offset)
+        driver.file.pwrite(tail, table_offset + copied)
         updates += _region_table_updates(
             driver, RegionTableEntry(BAT_REGION_GUID, table_offset, table_length, True)
         )
     driver.file.flush()
-    driver._log().write_transaction(updates)
+    driver.log_writer().write_transaction(updates)
     if new_length > region.length:
         driver.file.punch_hole(region.file_offset, region.length)
         driver.file.flush()
@@ -160,9 +158,9 @@ def _region_table_updates(driver: VhdxDriver, bat: RegionTableEntry) -> list[Upd
         current = driver.file.pread(RegionTable.SIZE, offset)
         entries = RegionTable.parse(_readable_table(driver, current)).entries
         table = RegionTable(tuple(bat if e.guid == BAT_REGION_GUID else e for e in entries)).pack()
-        for pos in range(0, RegionTable.SIZE, SECTOR):
-            if table[pos : pos + SECTOR] != current[pos : pos + SECTOR]:
-                updates.append((offset + pos, table[pos : pos + SECTOR]))
+        for pos in range(0, RegionTable.SIZE, LOG_SECTOR_SIZE):
+            if table[pos : pos + LOG_SECTOR_SIZE] != current[pos : pos + LOG_SECTOR_SIZE]:
+                updates.append((offset + pos, table[pos : pos + LOG_SECTOR_SIZE]))
     return updates
 
 
@@ -182,16 +180,3 @@ def _readable_table(driver: VhdxDriver, current: bytes) -> bytes:
             return other
         raise
     return current
-
-
-def _reload(driver: VhdxDriver) -> None:
-    """Read the committed layout back, as a fresh open would."""
-    driver.file_size = driver.file.size()
-    driver.regions = read_regions(driver.file, driver.headers.current, driver.file_size)
-    driver.params = read_metadata(
-        driver.file, driver.regions.metadata.file_offset, driver.regions.metadata.length
-    )
-    driver.geometry = driver.params.geometry
-    driver.bat = driver._read_bat()
-    driver.size = driver.params.disk_size
-    driver._alloc_end = None

@@ -5,28 +5,34 @@ Each chunk (``chunk_ratio`` payload blocks) has one 1 MiB sector bitmap block: b
 (1) or comes from the parent (0). The BAT entry after a chunk's payload entries locates the block,
 SB_BLOCK_PRESENT (6) with its offset, or SB_BLOCK_NOT_PRESENT (0) when no sector of the chunk is here.
 
-:class:`SectorBitmaps` caches the bitmap blocks a request touches and stages bit changes in memory;
-the driver writes the changed 4 KiB pages through the log in the same transaction as the BAT.
+:class:`SectorBitmaps` reads the bitmaps in 64 KiB pages (the bits of one payload block never cross
+a page: a block has at most 2**19 sectors) and keeps at most :data:`MAX_CACHED_PAGES` of them, so
+memory does not grow with the disk. Bit changes are staged in the cached pages, which stay until
+the driver has written the changed 4 KiB log sectors through the log in the same transaction as the
+BAT.
 Bits are turned into runs at C speed (``int.from_bytes`` + ``bin`` + a regex), never one by one.
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from blockfmt.errors import CorruptImageError
-from blockfmt.fileio import ImageFile
 
 from .bat import BatTable, make_entry
-from .constants import BAT_OFFSET_MASK, BAT_STATE_MASK, BitmapState, MiB
+from .constants import BAT_OFFSET_MASK, BAT_STATE_MASK, LOG_SECTOR_SIZE, BitmapState, KiB, MiB
 
-__all__ = ["BITMAP_BLOCK_SIZE", "SectorBitmaps", "bit_runs", "set_bits"]
+__all__ = ["BITMAP_BLOCK_SIZE", "MAX_CACHED_PAGES", "PAGE_SIZE", "SectorBitmaps", "bit_runs", "set_bits"]
 
 #: a sector bitmap block is always 1 MiB (§2.5.1.2)
 BITMAP_BLOCK_SIZE = 1 * MiB
-#: the log writes whole 4 KiB sectors; changed bitmap bytes are staged by this page size
-_PAGE = 4096
+#: bitmap bytes read and cached together: the bits of the largest block (256 MiB of 512-byte sectors)
+PAGE_SIZE = 64 * KiB
+_PAGE_BITS = PAGE_SIZE * 8
+#: bitmap pages kept in memory (4 MiB); pages with staged changes are never dropped
+MAX_CACHED_PAGES = 64
 _RUNS = re.compile(r"1+|0+")
 
 
@@ -58,26 +64,28 @@ def set_bits(bitmap: bytearray, start: int, count: int) -> tuple[int, int]:
 class SectorBitmaps:
     """The sector bitmap blocks of one open differencing image.
 
+    :param read: fills a buffer from a file offset (short reads as zeros).
     :param allocate: returns a file offset for a new 1 MiB block (the file already grown over it).
     :param check_offset: raises :class:`CorruptImageError` when a bitmap block offset is unusable.
     """
 
     def __init__(
         self,
-        file: ImageFile,
         bat: BatTable,
         sectors_per_block: int,
+        read: Callable[[memoryview, int], None],
         allocate: Callable[[int], int],
         check_offset: Callable[[int, str], None],
     ) -> None:
-        self.file = file
         self.bat = bat
         self.sectors_per_block = sectors_per_block
+        self._read = read
         self._allocate = allocate
         self._check_offset = check_offset
-        self._blocks: dict[int, bytearray] = {}
-        #: chunk -> (bitmap file offset, changed page indexes) not yet written through the log
-        self._dirty: dict[int, set[int]] = {}
+        #: (chunk, page) -> the page's bitmap bytes
+        self._pages: OrderedDict[tuple[int, int], bytearray] = OrderedDict()
+        #: (chunk, page) -> indexes of its changed log sectors, not yet written through the log
+        self._dirty: dict[tuple[int, int], set[int]] = {}
         #: chunk -> new BAT bitmap entry not yet committed
         self.staged_entries: dict[int, int] = {}
 
@@ -93,26 +101,35 @@ class SectorBitmaps:
         self._check_offset(offset, f"VHDX sector bitmap entry {self.bat.geometry.bitmap_index(chunk)}")
         return offset
 
-    def _block(self, chunk: int) -> bytearray | None:
-        """The chunk's bitmap (read once), or None when the chunk has none."""
-        block = self._blocks.get(chunk)
-        if block is None:
-            offset = self._offset(chunk)
-            if offset is None:
-                return None
-            block = bytearray(self.file.pread_exact(BITMAP_BLOCK_SIZE, offset, "VHDX sector bitmap block"))
-            self._blocks[chunk] = block
-        return block
+    def _page(self, chunk: int, page: int) -> bytearray | None:
+        """Page *page* of the chunk's bitmap (cached), or None when the chunk has no bitmap."""
+        key = (chunk, page)
+        cached = self._pages.get(key)
+        if cached is not None:
+            self._pages.move_to_end(key)
+            return cached
+        offset = self._offset(chunk)
+        if offset is None:
+            return None
+        cached = self._pages[key] = bytearray(PAGE_SIZE)
+        self._read(memoryview(cached), offset + page * PAGE_SIZE)
+        if len(self._pages) > MAX_CACHED_PAGES:
+            for old in self._pages:
+                if old not in self._dirty and old != key:
+                    del self._pages[old]
+                    break
+        return cached
 
-    def _position(self, block: int, sector: int) -> tuple[int, int]:
-        """``(chunk, bit)`` of sector *sector* of payload block *block*."""
+    def _position(self, block: int, sector: int) -> tuple[int, int, int]:
+        """``(chunk, page, bit in the page)`` of sector *sector* of payload block *block*."""
         chunk, in_chunk = divmod(block, self.bat.geometry.chunk_ratio)
-        return chunk, in_chunk * self.sectors_per_block + sector
+        page, bit = divmod(in_chunk * self.sectors_per_block + sector, _PAGE_BITS)
+        return chunk, page, bit
 
     def runs(self, block: int, sector: int, count: int) -> Iterator[tuple[bool, int, int]]:
         """``(present, first_sector, sectors)`` runs of sectors ``[sector, sector + count)`` of *block*."""
-        chunk, bit = self._position(block, sector)
-        bitmap = self._block(chunk)
+        chunk, page, bit = self._position(block, sector)
+        bitmap = self._page(chunk, page)
         if bitmap is None:
             yield False, sector, count
             return
@@ -131,28 +148,36 @@ class SectorBitmaps:
 
     def mark_present(self, block: int, sector: int, count: int) -> None:
         """Set the bits of sectors ``[sector, sector + count)`` of *block*, allocating the bitmap block."""
-        chunk, bit = self._position(block, sector)
-        bitmap = self._block(chunk)
-        if bitmap is None:
-            offset = self._allocate(BITMAP_BLOCK_SIZE)
-            entry = make_entry(BitmapState.PRESENT, offset)
+        chunk, page, bit = self._position(block, sector)
+        if self._offset(chunk) is None:
+            entry = make_entry(BitmapState.PRESENT, self._allocate(BITMAP_BLOCK_SIZE))
             self.bat.set_bitmap_entry(chunk, entry)
             self.staged_entries[chunk] = entry
-            bitmap = self._blocks[chunk] = bytearray(BITMAP_BLOCK_SIZE)
+        bitmap = self._page(chunk, page)
+        assert bitmap is not None
         lo, hi = set_bits(bitmap, bit, count)
-        self._dirty.setdefault(chunk, set()).update(range(lo // _PAGE, (hi - 1) // _PAGE + 1))
+        sectors = range(lo // LOG_SECTOR_SIZE, (hi - 1) // LOG_SECTOR_SIZE + 1)
+        self._dirty.setdefault((chunk, page), set()).update(sectors)
+
+    @property
+    def dirty_pages(self) -> int:
+        """How many cached pages hold changes not yet committed."""
+        return len(self._dirty)
 
     def pending_updates(self) -> list[tuple[int, bytes]]:
-        """``(file_offset, bytes)`` of every changed bitmap page, for the next log transaction."""
+        """``(file_offset, bytes)`` of every changed bitmap sector, for the next log transaction."""
         updates = []
-        for chunk, pages in sorted(self._dirty.items()):
-            base = self.bat.bitmap_entry(chunk) & BAT_OFFSET_MASK
-            bitmap = self._blocks[chunk]
-            for page in sorted(pages):
-                updates.append((base + page * _PAGE, bytes(bitmap[page * _PAGE : (page + 1) * _PAGE])))
+        for (chunk, page), sectors in sorted(self._dirty.items()):
+            base = (self.bat.bitmap_entry(chunk) & BAT_OFFSET_MASK) + page * PAGE_SIZE
+            bitmap = self._pages[(chunk, page)]
+            for n in sorted(sectors):
+                piece = bitmap[n * LOG_SECTOR_SIZE : (n + 1) * LOG_SECTOR_SIZE]
+                updates.append((base + n * LOG_SECTOR_SIZE, bytes(piece)))
         return updates
 
     def committed(self) -> None:
-        """Forget the staged changes once they are durable."""
+        """Forget the staged changes once they are durable; their pages may leave the cache again."""
         self._dirty.clear()
         self.staged_entries.clear()
+        while len(self._pages) > MAX_CACHED_PAGES:
+            self._pages.popitem(last=False)
