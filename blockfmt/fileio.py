@@ -145,8 +145,14 @@ class OsImageFile(ImageFile):
         return self.fd
 
     def preadinto(self, buf: memoryview | bytearray, offset: int) -> int:
+        fd = self._fd if self._fd is not None else self.fd  # (the property raises when closed)
+        try:  # one call fills the buffer unless the file ends inside it: no view on that path
+            done = os.preadv(fd, (buf,), offset)
+        except OSError as err:
+            raise BlockIOError.from_os_error(err, "Could not read image") from err
+        if done == 0 or done == (buf.nbytes if type(buf) is memoryview else len(buf)):
+            return done
         view = memoryview(buf).cast("B")
-        done = 0
         try:
             while done < len(view):
                 n = os.preadv(self.fd, [view[done:]], offset + done)

@@ -127,3 +127,24 @@ def blockfmt_check(format: str, driver: FormatDriver, repair: RepairMode) -> Che
     :returns: a :class:`~blockfmt.driver.CheckResult`; None when the format has no check, which
         the host reports as :class:`~blockfmt.errors.UnsupportedOperationError` as qemu-img does.
     """
+
+
+# -------------------------------------------------------------------------
+# Tooling hooks: called by test and fuzzing tools, never on the I/O path
+# -------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def blockfmt_stamp_checksum(format: str, structure: bytearray, field: int) -> bool | None:
+    """Recompute, in place, the checksum of one on-disk structure of *format*.
+
+    Called by :mod:`blockfmt.testing.fuzz` on the plugin that declared *format* only: a fuzzer that
+    damages a structure on purpose fixes its checksum so the damage gets past the checksum check
+    into the logic behind it. The rule (algorithm, byte order, which bytes count, the field taken
+    as zero) stays the format's own, so the fuzzer keeps no copy of it.
+
+    :param format: the format name (one of this plugin's).
+    :param structure: the bytes the checksum covers, from the structure's first byte on.
+    :param field: the offset in *structure* of the checksum field.
+    :returns: True once stamped; None when the format keeps no checksums.
+    """

@@ -57,7 +57,7 @@ class FormatHooks:
     Obtained from :meth:`Host.hooks`; an open :class:`~blockfmt.Image` keeps one to run checks.
     """
 
-    __slots__ = ("_check", "_create", "_open", "spec")
+    __slots__ = ("_check", "_create", "_open", "_stamp_checksum", "spec")
 
     def __init__(self, spec: FormatSpec, plugin: object) -> None:
         self.spec = spec
@@ -67,6 +67,7 @@ class FormatHooks:
         self._open = own.hook.blockfmt_open
         self._create = own.hook.blockfmt_create
         self._check = own.hook.blockfmt_check
+        self._stamp_checksum = own.hook.blockfmt_stamp_checksum
 
     def open(self, file: ImageFile, read_only: bool, options: dict[str, Any]) -> FormatDriver:
         """Open *file* as this format (see ``blockfmt_open``)."""
@@ -88,6 +89,14 @@ class FormatHooks:
         if result is None:
             raise UnsupportedOperationError("This image format does not support checks")
         return result
+
+    def stamp_checksum(self, structure: bytearray, field: int) -> None:
+        """Recompute the checksum of a structure of this format (see ``blockfmt_stamp_checksum``).
+
+        :raises UnsupportedOperationError: when the format keeps no checksums.
+        """
+        if not self._stamp_checksum(format=self.spec.name, structure=structure, field=field):
+            raise UnsupportedOperationError(f"Format '{self.spec.name}' has no checksums to stamp")
 
 
 class Host:

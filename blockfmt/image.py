@@ -94,12 +94,16 @@ class Image(io.RawIOBase):
         :returns: ``len(buf)``.
         :raises OutOfRangeError: when the range reaches past the end of the disk.
         """
-        view = memoryview(buf).cast("B")
+        view = memoryview(buf)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        length = len(view)
         with self._lock:
-            self._check_range(offset, len(view))
-            if view:
+            if offset < 0 or offset + length > self._driver.size or self._released:
+                self._check_range(offset, length)  # raises what is wrong
+            if length:
                 self._driver.readinto(offset, view)
-        return len(view)
+        return length
 
     def read_at(self, offset: int, length: int) -> bytes:
         """Return *length* bytes from virtual offset *offset*."""

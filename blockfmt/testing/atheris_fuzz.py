@@ -51,8 +51,8 @@ from .fuzz import (
     Limits,
     SparseBytes,
     _address_space,
-    _fix_checksum,
     check_invariants,
+    fix_checksums_of,
 )
 
 __all__ = [
@@ -151,10 +151,14 @@ def decode_input(data: bytes, formats: Sequence[str]) -> tuple[str, SparseBytes,
     return formats[format_index % len(formats)], store, bool(flags & FLAG_FIX_CHECKSUMS)
 
 
-def fix_layout_checksums(store: SparseBytes, layout: Layout) -> None:
-    """Recompute every CRC-32C field *layout* names, so a mutation gets past the checksum checks."""
-    for span in layout.checksums:
-        _fix_checksum(store, span)
+def fix_layout_checksums(store: SparseBytes, layout: Layout, fmt: str, host: Any = None) -> None:
+    """Recompute every checksum *layout* names, by *fmt*'s own rule (its plugin's
+    ``blockfmt_stamp_checksum``), so a mutation gets past the checksum checks."""
+    if host is None:
+        from ..host import default_host
+
+        host = default_host()
+    fix_checksums_of(store, layout, host.hooks(fmt))
 
 
 # -- the child: one libFuzzer process ---------------------------------------------------------------
@@ -181,7 +185,7 @@ class _Target:
         fmt, store, fix = decode_input(data, self.formats)
         if fix and fmt in self.layouts:
             try:
-                fix_layout_checksums(store, self.layouts[fmt](store))
+                fix_layout_checksums(store, self.layouts[fmt](store), fmt, self.host)
             except Exception:
                 pass
         original = store.copy()

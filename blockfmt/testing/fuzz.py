@@ -3,8 +3,9 @@
 A plugin author describes where a valid image keeps its structures (a :class:`Layout` of
 :class:`HotRegion` and :class:`ChecksumSpan`); :func:`mutate` damages those places the way hostile
 or broken writers do (bit flips, boundary integers, pointers into other structures, copies of one
-structure over another, truncation, growth) and optionally recomputes CRC-32C fields so the damage
-gets past checksum checks into the logic behind them. :func:`check_invariants` then drives the
+structure over another, truncation, growth) and optionally recomputes checksum fields, by the
+format's own rule (its plugin's ``blockfmt_stamp_checksum``), so the damage gets past checksum
+checks into the logic behind them. :func:`check_invariants` then drives the
 public surface over an in-memory :class:`RecordingFile` and asserts the rules every plugin must keep
 (``common.md``):
 
@@ -40,12 +41,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import crc32c
-
 from ..driver import CheckResult, RepairMode
 from ..errors import BlockFormatError, BlockIOError, UnsupportedOperationError
 from ..fileio import ImageFile
-from ..host import PROBE_SIZE, Host, default_host
+from ..host import PROBE_SIZE, FormatHooks, Host, default_host
 from ..image import Image
 
 __all__ = [
@@ -61,6 +60,7 @@ __all__ = [
     "Seed",
     "SparseBytes",
     "check_invariants",
+    "fix_checksums_of",
     "make_case",
     "mutate",
     "run_campaign",
@@ -71,8 +71,6 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 #: granularity of :class:`SparseBytes`; all-zero chunks are not stored
 CHUNK_SIZE = 64 * KiB
-#: the CRC field convention of MS-VHDX §2.2.2 (headers, region tables, log entries): 4 bytes LE
-CHECKSUM_FIELD_SIZE = 4
 
 
 # -- an in-memory, copy-on-write, sparse image file ------------------------------------------------
@@ -269,7 +267,8 @@ class HotRegion:
 
 @dataclass(frozen=True)
 class ChecksumSpan:
-    """A CRC-32C over ``[offset, offset + length)`` stored little-endian at *field* with that field zeroed."""
+    """A checksum over ``[offset, offset + length)`` stored at *field*; how it is computed is the
+    format's rule (``blockfmt_stamp_checksum``)."""
 
     offset: int
     length: int
@@ -318,10 +317,16 @@ def _interesting_values(file_size: int, layout: Layout) -> list[int]:
 
 
 def mutate(
-    seed: Seed, rng: random.Random, *, max_ops: int = 3, fix_checksums: float = 0.75
+    seed: Seed,
+    rng: random.Random,
+    *,
+    max_ops: int = 3,
+    fix_checksums: float = 0.75,
+    host: Host | None = None,
 ) -> tuple[SparseBytes, tuple[str, ...]]:
     """Damage a copy of *seed* with 1..*max_ops* structure-aware mutations; see the module doc.
 
+    :param host: whose plugin for the seed's format stamps checksums (default: the default host).
     :returns: the damaged copy and one line per mutation.
     """
     store = seed.store.copy()
@@ -374,31 +379,36 @@ def mutate(
             store.truncate(store.size + grow)
             done.append(f"extend +{grow}")
     if seed.layout.checksums and rng.random() < fix_checksums:
-        for span in seed.layout.checksums:
-            _fix_checksum(store, span)
+        fix_checksums_of(store, seed.layout, (host or default_host()).hooks(seed.format))
         done.append("checksums fixed")
     return store, tuple(done)
 
 
-def _fix_checksum(store: SparseBytes, span: ChecksumSpan) -> None:
-    if span.offset + span.length > store.size:
-        return
-    buf = bytearray(store.read(span.offset, span.length))
-    rel = span.field - span.offset
-    buf[rel : rel + CHECKSUM_FIELD_SIZE] = bytes(CHECKSUM_FIELD_SIZE)
-    store.write(crc32c.crc32c(buf).to_bytes(CHECKSUM_FIELD_SIZE, "little"), span.field)
+def fix_checksums_of(store: SparseBytes, layout: Layout, hooks: FormatHooks) -> None:
+    """Recompute every checksum *layout* names that lies inside *store*, by the format's rule."""
+    for span in layout.checksums:
+        if span.offset + span.length > store.size:
+            continue
+        structure = bytearray(store.read(span.offset, span.length))
+        hooks.stamp_checksum(structure, span.field - span.offset)
+        store.write(structure, span.offset)
 
 
 #: the ``case_seed`` that stands for the seed itself, unmutated (a seed must pass every invariant)
 UNMUTATED = -1
 
 
-def make_case(seeds: Sequence[Seed], seed_index: int, case_seed: int) -> FuzzCase:
-    """Rebuild case *case_seed* of seed *seed_index* (deterministic: the same numbers, the same bytes)."""
+def make_case(
+    seeds: Sequence[Seed], seed_index: int, case_seed: int, *, host: Host | None = None
+) -> FuzzCase:
+    """Rebuild case *case_seed* of seed *seed_index* (deterministic: the same numbers, the same bytes).
+
+    :param host: see :func:`mutate`.
+    """
     seed = seeds[seed_index]
     if case_seed == UNMUTATED:
         return FuzzCase(seed_index, case_seed, seed.format, seed.store.copy(), ())
-    store, mutations = mutate(seed, random.Random(case_seed))
+    store, mutations = mutate(seed, random.Random(case_seed), host=host)
     return FuzzCase(seed_index, case_seed, seed.format, store, mutations)
 
 
@@ -659,7 +669,7 @@ def _worker(
             return
         seed_index, case_seed = job
         try:
-            case = make_case(seeds, seed_index, case_seed)
+            case = make_case(seeds, seed_index, case_seed, host=host)
             signal.setitimer(signal.ITIMER_REAL, limits.seconds_per_case)
             try:
                 outcome = check_invariants(case, host=host, limits=limits)

@@ -141,7 +141,7 @@ def replay(corpus: Path) -> int:
         fmt, store, fix = decode_input(path.read_bytes(), FORMATS)
         if fix:
             try:
-                fix_layout_checksums(store, LAYOUTS[fmt](store))
+                fix_layout_checksums(store, LAYOUTS[fmt](store), fmt)
             except Exception:
                 pass
         outcome = check_invariants(FuzzCase(0, UNMUTATED, fmt, store, ()), limits=ATHERIS_LIMITS)

@@ -335,6 +335,11 @@ class BatTable:
         """How many pages hold entries not yet committed."""
         return len(self._pinned)
 
+    def over_budget(self, other_pages: int = 0) -> bool:
+        """Whether the pinned pages, with *other_pages* held elsewhere for the same commit (sector
+        bitmap pages), are more than the cache holds: time to commit."""
+        return len(self._pinned) + other_pages > MAX_CACHED_PAGES
+
     def committed(self) -> None:
         """The updated entries are on disk now: their pages may leave the cache again."""
         self._pinned.clear()
@@ -344,9 +349,15 @@ class BatTable:
     # -- entries ------------------------------------------------------------------------------
 
     def entry(self, block: int) -> int:
-        """The raw entry of payload block *block*."""
-        page, local = divmod(block, self.blocks_per_page)
-        return self.page(page).entries[local + local // self._chunk_ratio]
+        """The raw entry of payload block *block* (the read path's lookup: a cached page is used
+        without a call to :meth:`page`)."""
+        number, local = divmod(block, self.blocks_per_page)
+        page = self._pages.get(number)
+        if page is None:
+            page = self.page(number)
+        else:
+            self._pages.move_to_end(number)
+        return page.entries[local + local // self._chunk_ratio]
 
     def state(self, block: int) -> int:
         return self.entry(block) & BAT_STATE_MASK

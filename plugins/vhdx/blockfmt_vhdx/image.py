@@ -34,7 +34,6 @@ from .bat import (
     KIND_PARENT,
     KIND_PARTIAL,
     KIND_ZERO,
-    MAX_CACHED_PAGES,
     BatGeometry,
     BatTable,
     make_entry,
@@ -282,12 +281,10 @@ class VhdxDriver(FormatDriver):
         if (offset + length - 1) // bs == block:  # inside one block: the common small read, shortest path
             entry = self.bat.entry(block)
             host = entry & BAT_OFFSET_MASK
-            if (
-                entry & BAT_STATE_MASK == _FULLY_PRESENT
-                and host >= self._regions_end
-                and host + bs <= self.file_size
-            ):
-                self.read_host(buf, host + offset - block * bs)
+            if entry & BAT_STATE_MASK == _FULLY_PRESENT and self._regions_end <= host <= self.file_size - bs:
+                got = self.file.preadinto(buf, host + offset - block * bs)
+                if got < length:  # the file shrank under us: what is gone reads as zeros
+                    _fill_zeros(buf[got:])
                 return
         for kind, start, end in self.bat_runs(offset, length):
             if kind == KIND_ZERO:
@@ -493,10 +490,8 @@ class VhdxDriver(FormatDriver):
             self.differencing.write(offset, data)
         else:
             self.write_plain(offset, data)
-        held = self.bat.pinned_pages
-        if self.differencing is not None:
-            held += self.differencing.bitmaps.dirty_pages
-        if held > MAX_CACHED_PAGES:  # bound the pages kept in memory for staged changes
+        bitmap_pages = 0 if self.differencing is None else self.differencing.bitmaps.dirty_pages
+        if self.bat.over_budget(bitmap_pages):  # bound the pages kept in memory for staged changes
             self.commit_entries()
 
     def write_plain(self, offset: int, data: memoryview) -> None:

@@ -68,3 +68,12 @@ def blockfmt_check(driver: VhdxDriver, repair: RepairMode) -> CheckResult:
     from .check import check_image
 
     return check_image(driver, repair)
+
+
+@hookimpl
+def blockfmt_stamp_checksum(structure: bytearray, field: int) -> bool:
+    """CRC-32C of the structure with the field counted as zeros, little-endian (MS-VHDX §2.2.2)."""
+    from .checksum import stamp_checksum
+
+    stamp_checksum(structure, field)
+    return True
