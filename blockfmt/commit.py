@@ -17,6 +17,7 @@ from .driver import FormatDriver
 from .errors import InvalidOptionError
 from .host import Host, default_host
 from .image import Image
+from .progress import Progress, ProgressCallback
 
 __all__ = ["COPY_CHUNK", "commit", "copy_child"]
 
@@ -24,9 +25,16 @@ __all__ = ["COPY_CHUNK", "commit", "copy_child"]
 COPY_CHUNK = 4 << 20
 
 
-def commit(path: str | os.PathLike[str], format: str | None = None, *, host: Host | None = None) -> int:
+def commit(
+    path: str | os.PathLike[str],
+    format: str | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    host: Host | None = None,
+) -> int:
     """Write what the differencing image at *path* holds into its parent; returns the bytes copied.
 
+    :param progress: called with the percentage of the child's data copied (0.0 first, 100.0 last).
     :raises InvalidOptionError: when the image has no backing file (qemu-img's wording).
     :raises BackingChainError: when its parent is missing or mismatched.
     """
@@ -38,7 +46,7 @@ def commit(path: str | os.PathLike[str], format: str | None = None, *, host: Hos
         child_format = child.format
     with open_image(parent_path, parent_format, read_only=False, host=host) as parent:
         with open_image(path, child_format, open_backing=False, host=host) as alone:
-            copied = copy_child(alone, parent.driver)
+            copied = copy_child(alone, parent.driver, progress)
         parent.flush()
         with open_image(path, child_format, read_only=False, open_backing=False, host=host) as relinked:
             child_dir = os.path.dirname(os.path.abspath(os.fspath(path)))
@@ -46,12 +54,12 @@ def commit(path: str | os.PathLike[str], format: str | None = None, *, host: Hos
     return copied
 
 
-def copy_child(child: Image, parent: FormatDriver) -> int:
+def copy_child(child: Image, parent: FormatDriver, progress: ProgressCallback | None = None) -> int:
     """Write every range the *child* (opened alone) holds into the *parent* driver; returns the bytes."""
+    held = [ext for ext in child.map() if ext.present]
+    reporter = Progress(sum(ext.length for ext in held), progress)
     copied = 0
-    for ext in child.map():
-        if not ext.present:
-            continue
+    for ext in held:
         for offset in range(ext.offset, ext.offset + ext.length, COPY_CHUNK):
             length = min(COPY_CHUNK, ext.offset + ext.length - offset)
             if ext.zero and not ext.data:
@@ -59,4 +67,6 @@ def copy_child(child: Image, parent: FormatDriver) -> int:
             else:
                 parent.write(offset, memoryview(child.read_at(offset, length)))
             copied += length
+            reporter.advance_to(copied)
+    reporter.finish()
     return copied

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +50,7 @@ from .fileio import clone_file_range
 from .host import default_host
 from .image import Image
 from .options import CreateOptions, coerce_create_options
+from .progress import Progress, ProgressCallback
 from .replace import replaced_atomically, written_in_place
 
 __all__ = ["convert"]
@@ -75,12 +76,8 @@ ZERO_GRANULE = 64 * KiB
 MAP_WINDOW_MIN = 1 * GiB
 #: the disk is cut into at most this many map windows
 MAP_WINDOWS_MAX = 256
-#: progress is reported when it advanced by at least this many percent (about 200 calls at most)
-PROGRESS_STEP = 0.5
 
 _ZEROS = memoryview(bytes(MAX_COPY_CHUNK))
-
-ProgressCallback = Callable[[float], None]
 
 
 def convert(
@@ -108,7 +105,7 @@ def convert(
     if not isinstance(options, CreateOptions):
         options = coerce_create_options(default_host().spec(target_format), options or {})
     final = os.path.realpath(os.fspath(target_path))
-    reporter = _Progress(source.size, progress)
+    reporter = Progress(source.size, progress)
     if written_in_place(final):
         _create_and_copy(source, final, target_format, options, reporter, zero_init=False)
     else:
@@ -122,37 +119,13 @@ def _create_and_copy(
     path: str,
     target_format: str,
     options: CreateOptions,
-    reporter: _Progress,
+    reporter: Progress,
     *,
     zero_init: bool,
 ) -> None:
     create(path, target_format, source.size, options, in_place=True)
     with open_image(path, target_format, read_only=False) as target:
         _Copier(source, target, reporter, zero_init=zero_init).run()
-
-
-class _Progress:
-    """Turns bytes done into throttled, monotone percentages for the caller's callback."""
-
-    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
-        self._total = total
-        self._callback = callback
-        self._reported = 0.0
-        if callback is not None:
-            callback(0.0)
-
-    def advance_to(self, done: int) -> None:
-        if self._callback is None or self._total == 0:
-            return
-        percent = min(100.0, 100.0 * done / self._total)
-        if percent - self._reported >= PROGRESS_STEP and percent < 100.0:
-            self._reported = percent
-            self._callback(percent)
-
-    def finish(self) -> None:
-        if self._callback is not None:
-            self._reported = 100.0
-            self._callback(100.0)
 
 
 @dataclass(frozen=True)
@@ -176,7 +149,7 @@ class _Copier:
     overlaps its requests (both threads spend their time in system calls, outside the GIL).
     """
 
-    def __init__(self, source: Image, target: Image, reporter: _Progress, *, zero_init: bool) -> None:
+    def __init__(self, source: Image, target: Image, reporter: Progress, *, zero_init: bool) -> None:
         self._source = source
         self._target = target
         self._reporter = reporter

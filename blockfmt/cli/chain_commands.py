@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..api import open as open_image
 from ..commit import commit
@@ -13,9 +14,12 @@ from ..host import Host
 from ..image import Image
 from ..rebase import rebase
 from . import render
-from .args import gnu_getopt
-from .img_common import ShowHelp
+from .img_common import Failure, parse_common, size_option
+from .opening import image_path
 from .report import EXIT_OK, Reporter, UsageError
+
+if TYPE_CHECKING:
+    from .img_convert import ProgressPrinter
 
 __all__ = [
     "backing_facts",
@@ -87,43 +91,82 @@ def backing_facts(filename: str, backing: str, backing_fmt: str | None, host: Ho
 
 
 def cmd_commit(args: list[str], rep: Reporter, host: Host) -> int:
-    """``commit [-f fmt] [-d] [-q] filename``: the child keeps its data (``-d`` is how it always works)."""
-    opts, operands = gnu_getopt(args, "f:hdq", ["help"])
-    fmt, quiet = None, False
-    for opt, value in opts:
-        if opt in ("-h", "--help"):
-            raise ShowHelp
-        if opt == "-f":
-            fmt = value
-        elif opt == "-q":
-            quiet = True
-    if len(operands) != 1:
-        raise UsageError("Expecting one image file name")
-    commit(operands[0], fmt, host=host)
-    if not quiet:
+    """``commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit]
+    [-d] [-p] filename``: the child keeps its data (``-d`` is how it always works); the rate limit
+    is checked and, like the cache mode, changes nothing in the result."""
+    parsed = parse_common(args, "f:ht:b:dpqr:", ["help", "object=", "image-opts"])
+    base = None
+    show_progress = False
+    for opt, value in parsed.rest:
+        if opt == "-r":
+            size_option(value, "rate limit")
+        elif opt == "-b":
+            base = value
+        elif opt == "-p":
+            show_progress = True
+    filename = _one_operand(parsed.operands)
+    path, fmt = image_path(host, filename, parsed.fmt, image_opts=parsed.image_opts)
+    if base is not None:
+        _check_base(host, path, fmt, base)
+    printer = _progress_printer(rep) if show_progress and not parsed.quiet else None
+    commit(path, fmt, progress=printer, host=host)
+    if printer is not None:
+        printer.end()
+    if not parsed.quiet:
         rep.out("Image committed.\n")
     return EXIT_OK
 
 
+def _progress_printer(rep: Reporter) -> ProgressPrinter:
+    from .img_convert import ProgressPrinter  # convert's machinery, loaded only for -p
+
+    return ProgressPrinter(rep)
+
+
+def _one_operand(operands: list[str]) -> str:
+    if len(operands) != 1:
+        raise UsageError("Expecting one image file name")
+    return operands[0]
+
+
+def _check_base(host: Host, path: str, fmt: str | None, base: str) -> None:
+    """``commit -b``: blockfmt commits into the direct parent, so *base* must name it.
+
+    A relative *base* is looked up from the image's directory and from the current one.
+    """
+    child_dir = os.path.dirname(os.path.abspath(path))
+    wanted = {os.path.realpath(os.path.join(child_dir, base)), os.path.realpath(base)}
+    with open_image(path, fmt, host=host) as image:
+        layers = [os.path.realpath(layer.filename) for layer in image.backing_chain()[1:]]
+    if not layers:
+        return  # commit itself refuses, with qemu-img's words
+    if not wanted.intersection(layers):
+        raise Failure(f"Did not find '{base}' in the backing chain of '{path}'")
+    if not wanted.intersection(layers[:1]):
+        raise Failure(f"blockfmt: commit -b '{base}': only the direct backing file can be the base")
+
+
 def cmd_rebase(args: list[str], rep: Reporter, host: Host) -> int:
-    """``rebase [-f fmt] [-F backing_fmt] [-u] [-q] -b backing_file filename``."""
-    opts, operands = gnu_getopt(args, "f:F:b:hquU", ["help", "force-share"])
-    fmt = backing_fmt = backing = None
-    unsafe = False
-    for opt, value in opts:
-        if opt in ("-h", "--help"):
-            raise ShowHelp
-        if opt == "-f":
-            fmt = value
-        elif opt == "-F":
+    """``rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p]
+    [-u] -b backing_file [-F backing_fmt] filename``."""
+    parsed = parse_common(args, "hf:F:b:upt:T:qU", ["help", "object=", "image-opts", "force-share"])
+    backing_fmt = backing = None
+    unsafe = show_progress = False
+    for opt, value in parsed.rest:
+        if opt == "-F":
             backing_fmt = value
         elif opt == "-b":
             backing = value
         elif opt == "-u":
             unsafe = True
-    if len(operands) != 1:
-        raise UsageError("Expecting one image file name")
+        elif opt == "-p":
+            show_progress = True
+    filename = _one_operand(parsed.operands)
     if not backing:
         raise UsageError("Must specify backing file (-b); blockfmt cannot remove a backing file")
-    rebase(operands[0], backing, format=fmt, backing_format=backing_fmt, unsafe=unsafe, host=host)
+    path, fmt = image_path(host, filename, parsed.fmt, image_opts=parsed.image_opts)
+    printer = _progress_printer(rep) if show_progress and not parsed.quiet else None
+    rebase(path, backing, format=fmt, backing_format=backing_fmt, unsafe=unsafe, progress=printer, host=host)
+    if printer is not None:
+        printer.end()
     return EXIT_OK

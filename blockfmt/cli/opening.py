@@ -90,6 +90,27 @@ def open_from_cli(
     return image
 
 
+def image_path(host: Host, filename: str, format: str | None, *, image_opts: bool) -> tuple[str, str | None]:
+    """The host file and format a command line names, for commands that work on paths (``commit``,
+    ``rebase``): a plain name, or a ``json:`` name / ``--image-opts`` string that is a format over
+    a file with no other options.
+
+    :raises InvalidOptionError: for a bad option tree (QEMU's message), or one with more than that.
+    """
+    if image_opts:
+        tree = parse_image_opts(filename)
+    elif filename.startswith(JSON_PREFIX):
+        tree = parse_json_filename(filename)
+    else:
+        return filename, format
+    node = build_node(tree, filename=None, format=format, known_formats=host.formats)
+    if isinstance(node, FileNode):
+        return node.filename, "raw"
+    if isinstance(node.file, FileNode) and not node.options:
+        return node.file.filename, node.driver
+    raise InvalidOptionError("blockfmt: this command takes a format over a plain file, without other options")
+
+
 def open_node(host: Host, node: Node, *, read_only: bool, force_share: bool, snapshot: bool = False) -> Image:
     """Open a node tree bottom up; a bare ``file`` node opens as raw (QEMU's protocol node).
 

@@ -202,3 +202,59 @@ def test_qemu_io_alloc_and_map_count_only_the_top_image(img, capsys, monkeypatch
     outcome = run_in_process(capsys, monkeypatch, tmp_path, "io", ["-c", "map", child])
     assert outcome.code == 0, outcome.stderr
     assert outcome.stdout.splitlines()[0] == "1 MiB (0x100000) bytes not allocated at offset 0 bytes (0x0)"
+
+
+@pytest.mark.qemu
+def test_commit_and_rebase_take_qemu_img_7_2_options(img, tmp_path, qemu_img):
+    """-p, -b, -r, -t/-T, --image-opts and json: names, as qemu-img 7.2 spells them; the option
+    errors are qemu-img's own lines (real qemu-img checks them before it opens anything)."""
+    model = build(img, tmp_path, "vhdx", ("base.vhdx", "mid.avhdx", "top.avhdx"))
+    for args in (["commit", "-r", "xx", "top.avhdx"], ["commit", "-t", "bogus", "top.avhdx"]):
+        theirs = run_tool([qemu_img, *args], cwd=str(tmp_path))
+        assert img(*args) == (1, "", theirs.stderr), theirs.output
+    theirs = run_tool([qemu_img, "rebase", "-T", "bogus", "-b", "base.vhdx", "top.avhdx"], cwd=str(tmp_path))
+    assert img("rebase", "-T", "bogus", "-b", "base.vhdx", "top.avhdx") == (1, "", theirs.stderr)
+    assert img("commit", "-b", "missing.vhdx", "top.avhdx") == (
+        1,
+        "",
+        "qemu-img: Did not find 'missing.vhdx' in the backing chain of 'top.avhdx'\n",
+    )
+    assert img("commit", "-b", "base.vhdx", "top.avhdx") == (
+        1,
+        "",
+        "qemu-img: blockfmt: commit -b 'base.vhdx': only the direct backing file can be the base\n",
+    )
+    code, out, err = img("commit", "-p", "-r", "1M", "-t", "none", "-b", "mid.avhdx", "top.avhdx")
+    assert (code, err) == (0, "")
+    assert out.startswith("    (0.00/100%)\r") and out.endswith("    (100.00/100%)\r\nImage committed.\n")
+    with blockfmt.open(tmp_path / "mid.avhdx") as mid:  # the top layer's data is in mid now
+        assert mid.read_at(0, SIZE) == model
+    opts = "driver=vhdx,file.driver=file,file.filename=top.avhdx"
+    assert img("commit", "-q", "--image-opts", opts) == (0, "", "")
+    code, out, err = img(
+        "rebase",
+        "-p",
+        "-t",
+        "writeback",
+        "-T",
+        "none",
+        "-F",
+        "vhdx",
+        "-b",
+        "base.vhdx",
+        'json:{"driver": "vhdx", "file": {"driver": "file", "filename": "top.avhdx"}}',
+    )
+    assert (code, err) == (0, "") and out.endswith("    (100.00/100%)\r\n")
+    with blockfmt.open(tmp_path / "top.avhdx") as top:
+        assert [layer.filename for layer in top.backing_chain()] == [
+            str(tmp_path / "top.avhdx"),
+            str(tmp_path / "base.vhdx"),
+        ]
+        assert top.read_at(0, SIZE) == model
+    assert img(
+        "rebase", "--image-opts", "driver=vhdx,file.filename=top.avhdx,log_replay=memory", "-b", "x"
+    ) == (
+        1,
+        "",
+        "qemu-img: Block format 'vhdx' does not support the option 'log_replay'\n",
+    )
