@@ -8,22 +8,29 @@ that reorders its cache). The wrapped file then holds exactly what survived, so 
 what a reboot would see. Every change is also recorded in :attr:`FaultInjectingFile.events`, so a
 test can assert that a format never writes outside its legitimate ranges.
 
-A sweep runs a workload once without a cut to count its operations, then once per cut point::
+A sweep runs a workload once without a cut to count its operations, then once per cut point;
+:func:`run_until_power_cut` does one such run::
 
-    faulty = FaultInjectingFile(OsImageFile(path, read_only=False), cut_after=n, lose="all")
-    with pytest.raises(PowerCut):
-        run_workload(faulty)
+    total = run_until_power_cut(path, "vhdx", requests, cut_after=None, lose=LoseUnflushed.NONE)[1]
+    for cut in range(total):
+        done, _ = run_until_power_cut(copy_of_path, "vhdx", requests, cut_after=cut, lose=LoseUnflushed.ALL)
+        # reopen the copy: requests[:done] must be there, requests[done] may be partly there
 """
 
 from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..fileio import ImageFile
+from ..fileio import ImageFile, OsImageFile
 
-__all__ = ["FaultInjectingFile", "IoEvent", "LoseUnflushed", "PowerCut"]
+if TYPE_CHECKING:
+    from ..driver import FormatDriver
+
+__all__ = ["FaultInjectingFile", "IoEvent", "LoseUnflushed", "PowerCut", "run_until_power_cut"]
 
 
 class PowerCut(Exception):
@@ -192,3 +199,41 @@ class FaultInjectingFile(ImageFile):
         if self.cut:
             raise PowerCut("power is off (size)")
         return self.inner.size()
+
+
+def run_until_power_cut(
+    path: str,
+    format: str,
+    requests: Iterable[Callable[[FormatDriver], object]],
+    *,
+    cut_after: int | None,
+    lose: LoseUnflushed,
+    seed: int = 0,
+    prepare: Callable[[FormatDriver], object] | None = None,
+) -> tuple[int, int]:
+    """Open the image at *path* as *format* over a :class:`FaultInjectingFile` and run *requests*
+    on its driver, each followed by a flush, until the power cut (never, with *cut_after* None:
+    then the driver is closed as well).
+
+    :param prepare: called with the driver before the first request (e.g. to attach a parent).
+    :returns: (requests completed with their flush, operations the file saw).
+    """
+    from ..host import default_host
+
+    inner = OsImageFile(path, read_only=False)
+    faulty = FaultInjectingFile(inner, cut_after=cut_after, lose=lose, seed=seed)
+    done = 0
+    try:
+        driver = default_host().open_driver(format, faulty, False, {})
+        if prepare is not None:
+            prepare(driver)
+        for request in requests:
+            request(driver)
+            driver.flush()
+            done += 1
+        driver.close()
+    except PowerCut:
+        pass
+    finally:
+        inner.close()
+    return done, faulty.operations

@@ -3,6 +3,7 @@ each sector as before or as the child has it, and the chain still reads exactly 
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -10,9 +11,7 @@ import pytest
 
 import blockfmt
 from blockfmt.commit import copy_child
-from blockfmt.fileio import OsImageFile
-from blockfmt.host import default_host
-from blockfmt.testing.faults import FaultInjectingFile, LoseUnflushed, PowerCut
+from blockfmt.testing.faults import LoseUnflushed, run_until_power_cut
 from blockfmt.testing.qemu import run_tool
 
 MiB = 1 << 20
@@ -44,19 +43,10 @@ def chain(tmp_path_factory) -> tuple[Path, Path, bytes, bytes]:
 
 
 def interrupted_commit(parent: Path, child: Path, cut: int | None, lose: LoseUnflushed, seed: int) -> int:
-    inner = OsImageFile(str(parent), read_only=False)
-    faulty = FaultInjectingFile(inner, cut_after=cut, lose=lose, seed=seed)
-    try:
-        with blockfmt.open(child, open_backing=False) as alone:
-            driver = default_host().open_driver("vhdx", faulty, False, {})
-            copy_child(alone, driver)
-            driver.flush()
-            driver.close()
-    except PowerCut:
-        pass
-    finally:
-        inner.close()
-    return faulty.operations
+    with blockfmt.open(child, open_backing=False) as alone:
+        return run_until_power_cut(
+            str(parent), "vhdx", [functools.partial(copy_child, alone)], cut_after=cut, lose=lose, seed=seed
+        )[1]
 
 
 @pytest.mark.qemu

@@ -12,6 +12,7 @@ process killed by SIGKILL at random moments.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import shutil
@@ -26,9 +27,8 @@ import pytest
 
 import blockfmt
 from blockfmt.chain import BackingView
-from blockfmt.fileio import OsImageFile
-from blockfmt.host import default_host
-from blockfmt.testing.faults import FaultInjectingFile, LoseUnflushed, PowerCut
+from blockfmt.driver import FormatDriver
+from blockfmt.testing.faults import LoseUnflushed, run_until_power_cut
 
 from .peers import read_libvhdi
 
@@ -74,23 +74,21 @@ def run_workload(
     parent: Path, child: Path, cut_after: int | None, lose: LoseUnflushed, seed: int
 ) -> tuple[int, int]:
     """Write the workload into *child* on *parent* until the cut; (requests flushed, operations)."""
-    inner = OsImageFile(str(child), read_only=False)
-    faulty = FaultInjectingFile(inner, cut_after=cut_after, lose=lose, seed=seed)
-    done = 0
+    requests = [
+        functools.partial(_write, offset, bytes([byte]) * length) for offset, length, byte in WORKLOAD
+    ]
     with blockfmt.open(parent) as base:
-        driver = default_host().open_driver("vhdx", faulty, False, {})
-        try:
+
+        def attach(driver: FormatDriver) -> None:
             driver.backing = BackingView(base)
-            for offset, length, byte in WORKLOAD:
-                driver.write(offset, memoryview(bytes([byte]) * length))
-                driver.flush()
-                done += 1
-            driver.close()
-        except PowerCut:
-            pass
-        finally:
-            inner.close()
-    return done, faulty.operations
+
+        return run_until_power_cut(
+            str(child), "vhdx", requests, cut_after=cut_after, lose=lose, seed=seed, prepare=attach
+        )
+
+
+def _write(offset: int, data: bytes, driver: FormatDriver) -> None:
+    driver.write(offset, memoryview(data))
 
 
 def verify(parent: Path, child: Path, done: int) -> None:

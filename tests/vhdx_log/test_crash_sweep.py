@@ -9,6 +9,7 @@ sector, either its old or its new bytes, never anything else.
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +19,7 @@ import pytest
 
 import blockfmt
 from blockfmt.driver import FormatDriver
-from blockfmt.fileio import OsImageFile
-from blockfmt.host import default_host
-from blockfmt.testing.faults import FaultInjectingFile, LoseUnflushed, PowerCut
+from blockfmt.testing.faults import LoseUnflushed, run_until_power_cut
 from blockfmt.testing.qemu import run_tool
 
 MiB = 1 << 20
@@ -95,22 +94,13 @@ def base_image(tmp_path_factory) -> Path:
 
 def run_workload(path: Path, cut_after: int | None, lose: LoseUnflushed, seed: int = 0) -> tuple[int, int]:
     """Run the workload and close, until the cut; return (requests finished, operations done)."""
-    inner = OsImageFile(str(path), read_only=False)
-    faulty = FaultInjectingFile(inner, cut_after=cut_after, lose=lose, seed=seed)
-    done = 0
-    try:
-        driver = default_host().open_driver("vhdx", faulty, False, {})
-        for request in WORKLOAD:
-            for op in request:
-                op.apply(driver)
-            driver.flush()
-            done += 1
-        driver.close()
-    except PowerCut:
-        pass
-    finally:
-        inner.close()
-    return done, faulty.operations
+    requests = [functools.partial(_apply, request) for request in WORKLOAD]
+    return run_until_power_cut(str(path), "vhdx", requests, cut_after=cut_after, lose=lose, seed=seed)
+
+
+def _apply(request: Request, driver: FormatDriver) -> None:
+    for op in request:
+        op.apply(driver)
 
 
 def verify(path: Path, done: int, qemu_img: str) -> None:
