@@ -39,6 +39,22 @@ fresh memory, such as the page cache of a new 1 GiB output, stalls for 2-4 s at 
 either side, and in bad phases in most runs. When ``ratio`` and ``r best`` disagree, rerun with
 more ``--repeat``.
 
+* ``huge-BAT 64T OP``: a 64 TiB VHDX with 1 MiB blocks (a 512 MiB BAT, 64 Mi entries) made by
+  ``qemu-img create -o block_size=1M``: ``qemu-img info``/``check``/``convert`` against
+  ``blockfmt-img``, both as whole processes, with the peak RSS of each; the target is a ratio at
+  most 1 and blockfmt's peak RSS at most 64 MiB. ``cvt->vhdx`` converts into a new VHDX beside it,
+  ``cvt->raw`` into a sparse raw file on tmpfs (ext4 caps a file at 16 TiB). QEMU's VHDX convert
+  walks every block of the virtual size (many minutes at 64 TiB), so its side of the convert rows
+  is cut at :data:`HUGE_QEMU_LIMIT` seconds: that qemu time is a lower bound.
+* ``rand4k vhdx vs LIB``: random 4 KiB reads of the full VHDX (aligned offsets from one seed),
+  one call per read, ``Image.readinto_at`` against the same offsets read through libvhdi
+  (``pyvhdi``, ``read_buffer_at_offset``), dissect.hypervisor (``VHDX``, ``seek`` + ``read``) and
+  plain ``os.preadv`` of 4 KiB at as many random offsets of the file (the floor of a call), all
+  measured inside worker processes; the ``qemu s`` column holds the other side's time. Seconds
+  per 100,000 reads (10,000 with ``--quick``), so seconds x 10 is microseconds per call (x 100
+  with ``--quick``). A library
+  that is not installed (``pip install 'blockfmt[bench]'``) is skipped with the reason printed.
+  Target: at or below libvhdi.
 * ``start-up FMT``: ``qemu-img info`` against ``blockfmt-img info`` of a small (64 MiB) image, both
   as whole processes (interpreter start, imports and plugin loading included: what a script that
   runs the tool hundreds of times, such as qemu-iotests, pays each time).
@@ -57,13 +73,15 @@ whether a side slows down more than the other on a busy machine.
 
 ``--check`` exits 1 when a target is missed: ratio <= 1.0 for convert and sequential reads, and
 for VHDX allocating writes; a CPU ratio <= 1.5 for the ``cvt`` rows; open below 0.2 s (operation
-time) and below 100 MiB peak RSS; start-up at most 0.1 s.
+time) and below 100 MiB peak RSS; start-up at most 0.1 s; huge-BAT at most qemu's time and 64 MiB;
+random 4 KiB reads at most libvhdi's time.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -105,6 +123,18 @@ MAX_OPEN_SECONDS = 0.2
 MAX_OPEN_RSS = 100 * MiB
 #: qemu-img info's "cluster_size" gives the allocation unit; raw has none (a file system block)
 RAW_WRITE_STEP = 1 * MiB
+#: the huge-BAT image: 64 TiB of 1 MiB blocks, and blockfmt's peak RSS allowed on it
+HUGE_SIZE = 64 * TiB
+HUGE_BLOCK = 1 * MiB
+HUGE_MAX_RSS = 64 * MiB
+#: seconds after which qemu's side of a huge-BAT convert is stopped (it grows with the virtual size)
+HUGE_QEMU_LIMIT = 20
+#: the readers the random-read rows compare with: worker operation, module, PyPI package
+RANDOM_READ_PEERS = (
+    ("libvhdi", "pyvhdi", "libvhdi-python"),
+    ("dissect", "dissect.hypervisor", "dissect.hypervisor"),
+    ("preadv", "os", ""),
+)
 
 
 @dataclass(frozen=True)
@@ -115,10 +145,16 @@ class Sizes:
     sparse_data: int
     full_disk: int
     write_count: int
+    #: random 4 KiB reads per run of a rand4k row
+    random_reads: int
 
 
-FULL_SIZES = Sizes(sparse_disk=2 * GiB, sparse_data=1 * GiB, full_disk=1 * GiB, write_count=1000)
-QUICK_SIZES = Sizes(sparse_disk=128 * MiB, sparse_data=64 * MiB, full_disk=32 * MiB, write_count=32)
+FULL_SIZES = Sizes(
+    sparse_disk=2 * GiB, sparse_data=1 * GiB, full_disk=1 * GiB, write_count=1000, random_reads=100_000
+)
+QUICK_SIZES = Sizes(
+    sparse_disk=128 * MiB, sparse_data=64 * MiB, full_disk=32 * MiB, write_count=32, random_reads=10_000
+)
 
 
 @dataclass(frozen=True)
@@ -154,8 +190,14 @@ class Case:
     #: the highest blockfmt/qemu ratio of median CPU time (user + system) that meets the target
     cpu_target: float | None = None
     open_target: bool = False
-    #: both sides are timed as whole processes, blockfmt's included (the start-up case)
+    #: both sides are timed as whole processes, blockfmt's included
     whole_process: bool = False
+    #: blockfmt's whole process must take at most MAX_STARTUP_SECONDS (the start-up case)
+    startup_target: bool = False
+    #: blockfmt's peak RSS must stay at most this many bytes
+    rss_target: int | None = None
+    #: the reference side (the ``qemu`` column) is a worker too, timed by its own report
+    reference_worker: bool = False
     #: a third command timed beside both sides (as a whole process): the floor moving the same
     #: bytes costs, e.g. ``cp --sparse=always`` of the source (``floor`` column)
     floor: list[str] | None = None
@@ -348,7 +390,66 @@ class Bench:
             [self.img, "info", "-f", fmt, path],
             [str(Path(sys.executable).with_name("blockfmt-img")), "info", "-f", fmt, path],
             whole_process=True,
+            startup_target=True,
         )
+
+    def huge_bat_cases(self) -> list[Case]:
+        """info, check and convert of a 64 TiB VHDX with 1 MiB blocks (a 512 MiB BAT)."""
+        path = self.path("huge.vhdx")
+        quiet_run(
+            [self.img, "create", "-q", "-f", "vhdx", "-o", f"block_size={HUGE_BLOCK}", path, str(HUGE_SIZE)]
+        )
+        blockfmt_img = str(Path(sys.executable).with_name("blockfmt-img"))
+        cut = ["sh", "-c", f'timeout {HUGE_QEMU_LIMIT} "$@"; true', "sh"]
+        cases = [
+            Case(
+                f"huge-BAT 64T {op}",
+                [self.img, op, "-f", "vhdx", path],
+                [blockfmt_img, op, "-f", "vhdx", path],
+                ratio_target=MAX_RATIO,
+                whole_process=True,
+                rss_target=HUGE_MAX_RSS,
+            )
+            for op in ("info", "check")
+        ]
+        targets = [("vhdx", self.path("huge-out.vhdx"))]
+        if self.tmpfs is not None:
+            targets.append(("raw", str(self.tmpfs / "huge-out.raw")))
+        for fmt, out in targets:
+            options = ["-o", f"block_size={HUGE_BLOCK}"] if fmt == "vhdx" else []
+            args = ["convert", "-f", "vhdx", "-O", fmt, *options, path, out]
+            cases.append(
+                Case(
+                    f"huge-BAT 64T cvt->{fmt}",
+                    [*cut, self.img, *args],
+                    [blockfmt_img, *args],
+                    prepare=lambda out=out: Path(out).unlink(missing_ok=True),
+                    ratio_target=MAX_RATIO,
+                    whole_process=True,
+                    rss_target=HUGE_MAX_RSS,
+                )
+            )
+        return cases
+
+    def random_read_cases(self, reads: int) -> list[Case]:
+        """Random 4 KiB reads of the full VHDX: blockfmt against each installed peer reader."""
+        src = self.path("full.vhdx")
+        cases = []
+        for peer, module, package in RANDOM_READ_PEERS:
+            if not _installed(module):
+                reason = f"{module} is not installed (pip install {package})"
+                print(f"bench: skipping rand4k vhdx vs {peer}: {reason}", file=sys.stderr)
+                continue
+            cases.append(
+                Case(
+                    f"rand4k vhdx vs {peer} x{reads // 1000}k",
+                    self.worker(f"rand4k-{peer}", src, str(reads)),
+                    self.worker("rand4k", src, str(reads)),
+                    ratio_target=MAX_RATIO if peer == "libvhdi" else None,
+                    reference_worker=True,
+                )
+            )
+        return cases
 
     def cases(self) -> list[Case]:
         self.make_raw_sources()
@@ -369,12 +470,23 @@ class Bench:
             cases.extend(self.write_case(fmt, request) for request in (4 * KiB, 64 * KiB))
             cases.append(self.open_case(fmt))
             cases.append(self.startup_case(fmt))
+            if fmt == "vhdx":
+                cases.extend(self.huge_bat_cases())
+                cases.extend(self.random_read_cases(self.sizes.random_reads))
         return cases
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def run_case(case: Case, repeat: int, worker_env: dict[str, str]) -> None:
     """Warm up each side once, then alternate qemu, blockfmt (and the floor) *repeat* times."""
-    sides = [(case.qemu, case.qemu_samples, None), (case.worker, case.blockfmt_samples, worker_env)]
+    reference_env = worker_env if case.reference_worker else None
+    sides = [(case.qemu, case.qemu_samples, reference_env), (case.worker, case.blockfmt_samples, worker_env)]
     if case.floor is not None:
         sides.append((case.floor, case.floor_samples, None))
     for timed in range(repeat + 1):
@@ -397,8 +509,10 @@ def verdict(case: Case) -> str:
         return f"ratio > {case.ratio_target}"
     if case.cpu_target is not None and cpu_ratio(case) > case.cpu_target:
         return f"CPU ratio > {case.cpu_target}"
-    if case.whole_process and bf > MAX_STARTUP_SECONDS:
+    if case.startup_target and bf > MAX_STARTUP_SECONDS:
         return f"> {MAX_STARTUP_SECONDS} s"
+    if case.rss_target is not None and max(s.max_rss for s in case.blockfmt_samples) > case.rss_target:
+        return f"RSS > {case.rss_target // MiB} MiB"
     if case.open_target:
         misses = []
         if bf >= MAX_OPEN_SECONDS:
@@ -434,7 +548,7 @@ def render(cases: list[Case], repeat: int) -> str:
         q_rss = max(s.max_rss for s in case.qemu_samples) // MiB
         b_rss = max(s.max_rss for s in case.blockfmt_samples) // MiB
         missed = verdict(case)
-        has_target = case.ratio_target or case.open_target or case.whole_process
+        has_target = case.ratio_target or case.open_target or case.startup_target or case.rss_target
         target = "MISSED: " + missed if missed else ("ok" if has_target else "-")
         q_cpu, b_cpu = median(case.qemu_samples, "cpu_seconds"), median(case.blockfmt_samples, "cpu_seconds")
         floor = f"{median(case.floor_samples, 'seconds'):6.3f}" if case.floor_samples else f"{'-':>6}"

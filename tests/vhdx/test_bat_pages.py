@@ -35,6 +35,13 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bat_module, "_STREAM_ABOVE_PAGES", 2)
 
 
+def _new(tmp_path: Path, chunks: int) -> Path:
+    """A new image of *chunks* chunks of 1 MiB blocks."""
+    path = tmp_path / "p.vhdx"
+    blockfmt.create(path, "vhdx", chunks * CHUNK, block_size=MiB)
+    return path
+
+
 def _blocks(rng: random.Random, count: int, size: int) -> list[int]:
     return sorted(rng.sample(range(size // MiB), count))
 
@@ -45,8 +52,7 @@ def test_writes_over_many_pages_read_back_after_reopen(tmp_path: Path) -> None:
     read back as written before and after reopening; writes after a reopen (whose allocation
     streams the BAT for the end of the data) never land on earlier blocks."""
     size = 10 * CHUNK
-    path = tmp_path / "p.vhdx"
-    blockfmt.create(path, "vhdx", size, block_size=MiB)
+    path = _new(tmp_path, 10)
     rng = random.Random(7)
     blocks = _blocks(rng, 60, size)
     expected = {block * MiB + 512: rng.randbytes(4096) for block in blocks}
@@ -71,9 +77,7 @@ def test_writes_over_many_pages_read_back_after_reopen(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("small_pages")
 def test_staged_entries_survive_eviction_and_commit_in_bounded_batches(tmp_path: Path) -> None:
     """Pages with staged entries are never dropped; once more than the cache holds, a write commits."""
-    size = 8 * CHUNK
-    path = tmp_path / "s.vhdx"
-    blockfmt.create(path, "vhdx", size, block_size=MiB)
+    path = _new(tmp_path, 8)
     with blockfmt.open(path, read_only=False) as img:
         drv = img.driver
         for page in range(3):  # one write per page: 3 pinned pages > a cache of 2, then a commit
@@ -97,8 +101,7 @@ def test_staged_entries_survive_eviction_and_commit_in_bounded_batches(tmp_path:
 def test_runs_across_pages_merge_and_map_is_exact(tmp_path: Path) -> None:
     """A data run that crosses page (chunk) borders is one run and one mapped extent."""
     size = 6 * CHUNK
-    path = tmp_path / "r.vhdx"
-    blockfmt.create(path, "vhdx", size, block_size=MiB)
+    path = _new(tmp_path, 6)
     start = 2 * CHUNK - 3 * MiB
     with blockfmt.open(path, read_only=False) as img:
         img.write_at(start, b"\x01" * (6 * MiB))
@@ -118,9 +121,7 @@ def test_runs_across_pages_merge_and_map_is_exact(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("small_pages")
 def test_check_reports_bad_entries_on_every_streamed_page(tmp_path: Path) -> None:
     """Check streams pages (two chunks each here); problems in different pages are all found."""
-    size = 6 * CHUNK
-    path = tmp_path / "c.vhdx"
-    blockfmt.create(path, "vhdx", size, block_size=MiB)
+    path = _new(tmp_path, 6)
     with blockfmt.open(path, read_only=False) as img:
         img.write_at(0, b"x")
         geometry = img.driver.geometry
