@@ -15,6 +15,7 @@ with :data:`hookimpl` and the hooks in :mod:`blockfmt.hookspecs`.
 from __future__ import annotations
 
 from .api import create, open, probe
+from .cache import CacheMode
 from .driver import (
     CheckResult,
     CreateOption,
@@ -49,6 +50,7 @@ __all__ = [
     "BackingChainError",
     "BlockFormatError",
     "BlockIOError",
+    "CacheMode",
     "CheckResult",
     "CorruptImageError",
     "CreateOption",

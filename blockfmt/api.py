@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from .cache import CacheMode
 from .chain import ChildPlan, attach_parents, plan_child
 from .errors import InvalidOptionError
 from .fileio import OsImageFile
@@ -44,6 +45,7 @@ def open(
     backing_format: str | None = None,
     open_backing: bool = True,
     ignore_id_mismatch: bool = False,
+    cache: CacheMode = CacheMode.WRITEBACK,
 ) -> Image:
     """Open the disk image at *path*, and the parents of a differencing image with it.
 
@@ -58,6 +60,8 @@ def open(
         (QEMU's ``backing: null``).
     :param ignore_id_mismatch: open the parent even when it is not the image the child was made on
         (Hyper-V's ``-IgnoreIdMismatch``); only what the child holds is then trustworthy.
+    :param cache: when writes become durable (:class:`CacheMode`): by default (``writeback``) at
+        :meth:`Image.flush` and at close; ``writethrough`` after every write; ``unsafe`` never.
     :returns: an :class:`Image`; close it (or use ``with``) to release the file and its parents.
     :raises UnsupportedFormatError: for an unknown format.
     :raises CorruptImageError: when the image is invalid.
@@ -65,7 +69,9 @@ def open(
     :raises BackingChainError: when a parent is missing, mismatched, or the chain loops.
     """
     host = host or default_host()
-    file = OsImageFile(os.fspath(path), read_only=read_only, force_share=force_share)
+    file = OsImageFile(
+        os.fspath(path), read_only=read_only, force_share=force_share, sync=not cache.ignores_flush
+    )
     try:
         if format is None:
             format = host.probe(file.pread(min(PROBE_SIZE, file.size()), 0), file.name)
@@ -77,7 +83,7 @@ def open(
     except BaseException:
         file.close()
         raise
-    image = Image(hooks, format, file, driver, read_only=read_only)
+    image = Image(hooks, format, file, driver, read_only=read_only, cache=cache)
     if open_backing:
         try:
             attach_parents(

@@ -110,14 +110,24 @@ class OsImageFile(ImageFile):
     """An :class:`ImageFile` over an OS file descriptor.
 
     :meth:`lock` takes QEMU-compatible image locks (:mod:`blockfmt.locking`); closing releases them.
+
+    :param sync: False makes :meth:`flush` do nothing (cache mode ``unsafe``, QEMU's
+        ``BDRV_O_NO_FLUSH``): nothing written through this file is ever made durable on purpose.
     """
 
     def __init__(
-        self, path: str, *, read_only: bool, create: bool = False, force_share: bool = False
+        self,
+        path: str,
+        *,
+        read_only: bool,
+        create: bool = False,
+        force_share: bool = False,
+        sync: bool = True,
     ) -> None:
         self.name = path
         self.read_only = read_only
         self.force_share = force_share
+        self.sync = sync
         flags = os.O_RDONLY if read_only else os.O_RDWR
         if create:
             flags |= os.O_CREAT | os.O_TRUNC
@@ -185,6 +195,8 @@ class OsImageFile(ImageFile):
             raise BlockIOError.from_os_error(err, "Could not resize image file") from err
 
     def flush(self) -> None:
+        if not self.sync:
+            return
         try:
             os.fdatasync(self.fd)
         except OSError as err:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from .cache import CacheMode
 from .driver import CheckResult, Extent, FormatDriver, FormatSpec, ImageInfo, RepairMode
 from .errors import InvalidOptionError, OutOfRangeError, ReadOnlyError
 from .fileio import ImageFile
@@ -35,12 +36,25 @@ class Image(io.RawIOBase):
     requests would corrupt). Use one image per thread for parallel reads.
 
     :param hooks: the hooks of the format's plugin, which opened *driver* (``check`` runs there).
+    :param cache: when writes are flushed (:mod:`blockfmt.cache`): after every write, zeroing,
+        discard and resize for ``writethrough``/``directsync``. ``unsafe`` is the file's business
+        (the opener made its flushes do nothing), so the format still hands its pending metadata
+        to the OS at flush and close.
     """
 
     def __init__(
-        self, hooks: FormatHooks, format: str, file: ImageFile, driver: FormatDriver, *, read_only: bool
+        self,
+        hooks: FormatHooks,
+        format: str,
+        file: ImageFile,
+        driver: FormatDriver,
+        *,
+        read_only: bool,
+        cache: CacheMode = CacheMode.WRITEBACK,
     ) -> None:
         super().__init__()
+        self.cache = cache
+        self._flush_every_write = cache.flush_every_write and not read_only
         self._hooks = hooks
         self._file = file
         self._driver = driver
@@ -123,6 +137,8 @@ class Image(io.RawIOBase):
             self._check_writable()
             if view:
                 self._driver.write(offset, view)
+                if self._flush_every_write:
+                    self._driver.flush()
         return len(view)
 
     def write_zeroes(self, offset: int, length: int, *, unmap: bool = False) -> None:
@@ -132,6 +148,8 @@ class Image(io.RawIOBase):
             self._check_writable()
             if length:
                 self._driver.write_zeroes(offset, length, unmap=unmap)
+                if self._flush_every_write:
+                    self._driver.flush()
 
     def discard(self, offset: int, length: int) -> None:
         """Tell the format a range is unused; afterwards it reads as zeros or as before."""
@@ -140,6 +158,8 @@ class Image(io.RawIOBase):
             self._check_writable()
             if length:
                 self._driver.discard(offset, length)
+                if self._flush_every_write:
+                    self._driver.flush()
 
     def map(self, offset: int = 0, length: int | None = None) -> list[Extent]:
         """Return the allocation status of a range through the backing chain, adjacent equal
@@ -210,6 +230,8 @@ class Image(io.RawIOBase):
         if size < self.size and not shrink:
             raise InvalidOptionError("Use the --shrink option to perform a shrink operation.")
         self._driver.truncate(size)
+        if self._flush_every_write:
+            self._driver.flush()
 
     def actual_size(self) -> int:
         """Bytes the image file occupies on disk (qemu-img's "disk size")."""

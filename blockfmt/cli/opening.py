@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..api import open as open_image
+from ..cache import CacheMode
 from ..chain import attach_parents
 from ..errors import BlockIOError, InvalidOptionError, UnsupportedFormatError
 from ..fileio import ImageFile, OsImageFile, clone_file_range
@@ -56,12 +57,14 @@ def open_from_cli(
     force_share: bool = False,
     image_opts: bool = False,
     options: Mapping[str, Any] | None = None,
+    cache: CacheMode = CacheMode.WRITEBACK,
     snapshot: bool = False,
 ) -> Image:
     """Open *filename* (a file, a ``json:{...}`` name, or with *image_opts* an option string).
 
     :param options: qemu-io ``open -o`` options, already parsed (nested); *filename* may be None then.
     :param snapshot: qemu-io ``-s``: writes go to a throw-away copy, the image file stays untouched.
+    :param cache: the image's cache mode (``-t``), see :class:`blockfmt.CacheMode`.
     The caller adds the ``Could not open`` / ``can't open device`` context to errors.
 
     :raises UnsupportedFormatError: ``Unknown driver '<fmt>'`` for an unknown ``-f`` value.
@@ -79,11 +82,15 @@ def open_from_cli(
     if format is not None and format not in host.formats:
         raise UnsupportedFormatError(f"Unknown driver '{format}'")
     if tree is None and filename is not None:
-        image = open_image(filename, format, read_only=read_only, force_share=force_share, host=host)
+        image = open_image(
+            filename, format, read_only=read_only, force_share=force_share, host=host, cache=cache
+        )
         probed = format is None
     else:
         node = build_node(tree, filename=filename, format=format, known_formats=host.formats)
-        image = open_node(host, node, read_only=read_only, force_share=force_share, snapshot=snapshot)
+        image = open_node(
+            host, node, read_only=read_only, force_share=force_share, snapshot=snapshot, cache=cache
+        )
         probed = isinstance(node, FormatNode) and node.driver is None
     if probed and image.spec.data_only and not read_only:
         reporter.err(PROBED_RAW_WARNING.format(image.filename))
@@ -111,7 +118,15 @@ def image_path(host: Host, filename: str, format: str | None, *, image_opts: boo
     raise InvalidOptionError("blockfmt: this command takes a format over a plain file, without other options")
 
 
-def open_node(host: Host, node: Node, *, read_only: bool, force_share: bool, snapshot: bool = False) -> Image:
+def open_node(
+    host: Host,
+    node: Node,
+    *,
+    read_only: bool,
+    force_share: bool,
+    snapshot: bool = False,
+    cache: CacheMode = CacheMode.WRITEBACK,
+) -> Image:
     """Open a node tree bottom up; a bare ``file`` node opens as raw (QEMU's protocol node).
 
     With *snapshot* the host file is opened read-only and copied to a deleted temporary file, on
@@ -134,13 +149,16 @@ def open_node(host: Host, node: Node, *, read_only: bool, force_share: bool, sna
         if snapshot:
             file = SnapshotFile(child.filename, locking=child.locking)
             read_only = force_share = False
-        elif child.driver in (None, PROTOCOL_FILE):
-            file = OsImageFile(child.filename, read_only=read_only, force_share=force_share)
         else:
-            file = DeviceFile(child.filename, read_only=read_only, force_share=force_share)
+            kind = OsImageFile if child.driver in (None, PROTOCOL_FILE) else DeviceFile
+            file = kind(
+                child.filename, read_only=read_only, force_share=force_share, sync=not cache.ignores_flush
+            )
         _check_file_type(child, file.base if isinstance(file, SnapshotFile) else file)
     else:
-        inner = open_node(host, child, read_only=read_only, force_share=force_share, snapshot=snapshot)
+        inner = open_node(
+            host, child, read_only=read_only, force_share=force_share, snapshot=snapshot, cache=cache
+        )
         file = ImageAsFile(inner)
         read_only = inner.read_only
     try:
@@ -157,7 +175,7 @@ def open_node(host: Host, node: Node, *, read_only: bool, force_share: bool, sna
     except BaseException:
         file.close()
         raise
-    image = Image(hooks, format, file, driver, read_only=read_only)
+    image = Image(hooks, format, file, driver, read_only=read_only, cache=cache)
     try:
         attach_parents(image, host=host, force_share=force_share)  # a differencing image's chain
     except BaseException:

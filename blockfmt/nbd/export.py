@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cache import CacheMode
 from ..errors import (
     BlockIOError,
     InvalidOptionError,
@@ -43,30 +44,6 @@ __all__ = [
 #: NBD ``base:allocation`` bits (``NBD_STATE_HOLE``, ``NBD_STATE_ZERO``; nbdkit's ``EXTENT_*``)
 STATE_HOLE = 1
 STATE_ZERO = 2
-
-
-class CacheMode(enum.Enum):
-    """qemu-nbd's ``--cache`` values, reduced to what they mean for flushes.
-
-    ``none`` and ``directsync`` also mean O_DIRECT in QEMU; blockfmt always goes through the host
-    page cache, so they behave as ``writeback`` and ``writethrough``.
-    """
-
-    NONE = "none"
-    WRITEBACK = "writeback"
-    WRITETHROUGH = "writethrough"
-    DIRECTSYNC = "directsync"
-    UNSAFE = "unsafe"
-
-    @property
-    def flush_every_write(self) -> bool:
-        """No volatile write cache: each write is durable before it is acknowledged."""
-        return self in (CacheMode.WRITETHROUGH, CacheMode.DIRECTSYNC)
-
-    @property
-    def ignores_flush(self) -> bool:
-        """``unsafe``: flush requests succeed without touching the disk."""
-        return self is CacheMode.UNSAFE
 
 
 class DiscardMode(enum.Enum):
