@@ -44,6 +44,7 @@ from typing import Any
 
 from .api import create
 from .api import open as open_image
+from .cache import CacheMode
 from .driver import Extent
 from .errors import BlockIOError
 from .fileio import clone_file_range
@@ -87,6 +88,7 @@ def convert(
     *,
     options: Mapping[str, Any] | CreateOptions | None = None,
     progress: ProgressCallback | None = None,
+    cache: CacheMode = CacheMode.WRITEBACK,
 ) -> None:
     """Create *target_path* as a *target_format* image with *source*'s virtual size and contents.
 
@@ -96,6 +98,9 @@ def convert(
         keywords, or typed already.
     :param progress: called with the percentage done, 0.0 first and 100.0 last, monotonically
         increasing, a few hundred times at most.
+    :param cache: the target's cache mode. The default, ``writeback``, makes the target durable
+        before it is renamed into place; ``unsafe`` (``qemu-img convert``'s default) leaves the
+        data to the OS's writeback: faster, but after a crash the target may be incomplete.
     :raises InvalidOptionError: for a bad target option, with qemu-img's message.
     :raises UnsupportedFormatError: for an unknown target format.
     :raises BlockIOError: when a file cannot be read, written or renamed.
@@ -107,10 +112,10 @@ def convert(
     final = os.path.realpath(os.fspath(target_path))
     reporter = Progress(source.size, progress)
     if written_in_place(final):
-        _create_and_copy(source, final, target_format, options, reporter, zero_init=False)
+        _create_and_copy(source, final, target_format, options, reporter, cache, zero_init=False)
     else:
         with replaced_atomically(final, shown=os.fspath(target_path)) as temp:
-            _create_and_copy(source, temp, target_format, options, reporter, zero_init=True)
+            _create_and_copy(source, temp, target_format, options, reporter, cache, zero_init=True)
     reporter.finish()
 
 
@@ -120,11 +125,12 @@ def _create_and_copy(
     target_format: str,
     options: CreateOptions,
     reporter: Progress,
+    cache: CacheMode,
     *,
     zero_init: bool,
 ) -> None:
     create(path, target_format, source.size, options, in_place=True)
-    with open_image(path, target_format, read_only=False) as target:
+    with open_image(path, target_format, read_only=False, cache=cache) as target:
         _Copier(source, target, reporter, zero_init=zero_init).run()
 
 
@@ -159,6 +165,8 @@ class _Copier:
         self._buffers = (bytearray(self._chunk_size), bytearray(self._chunk_size))
         self._source_file = source.driver.host_file()
         self._clone_fds = self._find_clone_fds()
+        #: only a target that will be flushed gains from writing back early (not ``unsafe``)
+        self._flushed_at_close = not target.cache.ignores_flush
 
     def run(self) -> None:
         """Copy every chunk in disk order, reading the next while writing the current one.
@@ -226,7 +234,8 @@ class _Copier:
                 self._target.write_zeroes(chunk.offset, chunk.length, unmap=True)
         elif not buffer.startswith(_ZEROS[: chunk.length]):
             self._write_nonzero_runs(chunk, buffer)
-            self._target.start_writeback()
+            if self._flushed_at_close:
+                self._target.start_writeback()
         self._reporter.advance_to(chunk.offset + chunk.length)
 
     def _write_nonzero_runs(self, chunk: _Chunk, buffer: bytearray) -> None:

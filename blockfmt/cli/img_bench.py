@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ..errors import BlockFormatError
+from ..cache import CacheMode
+from ..errors import BlockFormatError, InvalidOptionError
 from .args import parse_pattern
 from .img_common import Failure, Reported, open_parsed, parse_common, size_option
 from .report import EXIT_OK, Reporter, UsageError, open_context
@@ -26,7 +27,6 @@ DEFAULT_DEPTH = 64
 DEFAULT_BUFFER = 4096
 INT_MAX = (1 << 31) - 1
 AIO_MODES = ("threads", "native", "io_uring")
-CACHE_MODES = ("none", "off", "writeback", "writethrough", "directsync", "unsafe")
 
 
 def _whole(text: str, what: str, minimum: int) -> int:
@@ -51,6 +51,7 @@ def cmd_bench(args: list[str], rep: Reporter, host: Host) -> int:
     )
     count, depth, offset, buffer_size, step = DEFAULT_COUNT, DEFAULT_DEPTH, 0, DEFAULT_BUFFER, None
     write, drain = False, True
+    cache = CacheMode.WRITEBACK
     pattern, flush_interval = 0, 0
     for opt, value in parsed.rest:
         if opt == "-c":
@@ -76,8 +77,11 @@ def cmd_bench(args: list[str], rep: Reporter, host: Host) -> int:
             drain = False
         elif opt == "-i" and value not in AIO_MODES:
             raise Failure(f"Invalid aio option: {value}")
-        elif opt == "-t" and value not in CACHE_MODES:
-            raise Failure("Invalid cache mode")
+        elif opt == "-t":
+            try:
+                cache = CacheMode.parse(value)
+            except InvalidOptionError:
+                raise Failure("Invalid cache mode") from None
     if len(parsed.operands) != 1:
         raise UsageError("Expecting one image file name")
     if flush_interval and not write:
@@ -88,7 +92,7 @@ def cmd_bench(args: list[str], rep: Reporter, host: Host) -> int:
     if write and parsed.force_share:
         raise Failure(f"{open_context(filename)}force-share=on can only be used with read-only images")
     step = buffer_size if step is None else step
-    with open_parsed(rep, host, parsed, filename, read_only=not write) as image:
+    with open_parsed(rep, host, parsed, filename, read_only=not write, cache=cache) as image:
         rep.out(
             f"Sending {count} {'write' if write else 'read'} requests, {buffer_size} bytes each, "
             f"{depth} in parallel (starting at offset {offset}, step size {step})\n"

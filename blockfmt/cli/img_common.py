@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..errors import BlockFormatError
+from ..cache import CacheMode
+from ..errors import BlockFormatError, InvalidOptionError
 from .args import INT64_MAX, NumberError, cvtnum, gnu_getopt
 from .report import EXIT_FAILURE, EXIT_OK, Reporter, UsageError, open_context
 
@@ -44,8 +45,6 @@ __all__ = [
 DEFAULT_FORMAT = "raw"
 HELP_OPTIONS = ("help", "?")
 OUTPUT_FORMATS = ("human", "json")
-#: what ``-t``/``-T`` accept (``bdrv_parse_cache_mode``)
-CACHE_MODES = ("none", "off", "writeback", "writethrough", "directsync", "unsafe")
 
 Command = Callable[[list[str], Reporter, "Host"], int]
 
@@ -149,23 +148,41 @@ def open_image(
     read_only: bool,
     force_share: bool = False,
     image_opts: bool = False,
+    cache: CacheMode = CacheMode.WRITEBACK,
 ) -> Image:
     """Open the image a command names (with *image_opts*, an option string such as
-    ``driver=vhdx,file.filename=x``); errors get qemu-img's ``Could not open '<file>': `` context."""
+    ``driver=vhdx,file.filename=x``) in cache mode *cache*; errors get qemu-img's
+    ``Could not open '<file>': `` context."""
     from .opening import open_from_cli
 
     if image_opts and fmt is not None:
         raise Failure("--image-opts and --format are mutually exclusive")
     try:
         return open_from_cli(
-            rep, host, filename, fmt, read_only=read_only, force_share=force_share, image_opts=image_opts
+            rep,
+            host,
+            filename,
+            fmt,
+            read_only=read_only,
+            force_share=force_share,
+            image_opts=image_opts,
+            cache=cache,
         )
     except BlockFormatError as err:
         raise Reported(err, open_context(filename)) from err
 
 
-def open_parsed(rep: Reporter, host: Host, parsed: CommonOptions, filename: str, *, read_only: bool) -> Image:
-    """:func:`open_image` with the format, ``-U`` and ``--image-opts`` a command line gave."""
+def open_parsed(
+    rep: Reporter,
+    host: Host,
+    parsed: CommonOptions,
+    filename: str,
+    *,
+    read_only: bool,
+    cache: CacheMode | None = None,
+) -> Image:
+    """:func:`open_image` with the format, ``-U`` and ``--image-opts`` a command line gave; the
+    cache mode is *cache* when given, else ``-t`` (``writeback`` without it, as in QEMU)."""
     return open_image(
         rep,
         host,
@@ -174,6 +191,7 @@ def open_parsed(rep: Reporter, host: Host, parsed: CommonOptions, filename: str,
         read_only=read_only,
         force_share=parsed.force_share,
         image_opts=parsed.image_opts,
+        cache=cache or parsed.cache or CacheMode.WRITEBACK,
     )
 
 
@@ -190,16 +208,21 @@ class CommonOptions:
     force_share: bool = False
     quiet: bool = False
     image_opts: bool = False
+    #: ``-t``: the cache mode of the image the command writes (None: the command's default)
+    cache: CacheMode | None = None
+    #: ``-T``: the cache mode of the images it reads
+    source_cache: CacheMode | None = None
     objects: list[str] = field(default_factory=list)
     operands: list[str] = field(default_factory=list)
     rest: list[tuple[str, str]] = field(default_factory=list)
 
 
-def cache_mode(value: str, *, source: bool) -> str:
-    """Check a ``-t`` (target) or ``-T`` (source) cache mode; blockfmt's I/O does not depend on it."""
-    if value not in CACHE_MODES:
-        raise Failure(f"Invalid {'source ' if source else ''}cache option: {value}")
-    return value
+def cache_mode(value: str, *, source: bool) -> CacheMode:
+    """A ``-t`` (target) or ``-T`` (source) cache mode, or qemu-img's error for a bad one."""
+    try:
+        return CacheMode.parse(value)
+    except InvalidOptionError:
+        raise Failure(f"Invalid {'source ' if source else ''}cache option: {value}") from None
 
 
 def parse_common(
@@ -238,7 +261,11 @@ def parse_common(
         elif name == "image-opts":
             parsed.image_opts = True
         elif name in ("t", "T") and not opt.startswith("--") and source_cache is not None:
-            cache_mode(value, source=name == source_cache)
+            mode = cache_mode(value, source=name == source_cache)
+            if name == source_cache:
+                parsed.source_cache = mode
+            else:
+                parsed.cache = mode
             parsed.rest.append((opt, value))
         else:
             parsed.rest.append((opt, value))

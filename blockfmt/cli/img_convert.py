@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..cache import CacheMode
 from ..errors import BlockFormatError
 from ..options import CreateOptions, coerce_create_options, parse_option_list
 from . import render
@@ -35,6 +36,8 @@ __all__ = ["cmd_convert"]
 #: qemu-img convert draws progress only when it moved by at least this many percent
 PROGRESS_MIN_STEP = 1.0
 PROGRESS_DONE = 100.0
+#: qemu-img convert writes its target with ``-t unsafe`` unless told otherwise: no flush at all
+DEFAULT_TARGET_CACHE = CacheMode.UNSAFE
 
 
 #: ``-S`` must be a multiple of this, at most :data:`SPARSE_MAX` (0 turns sparse detection off)
@@ -133,10 +136,12 @@ def _parse(args: list[str]) -> tuple[CommonOptions, _ConvertOptions]:
 def cmd_convert(args: list[str], rep: Reporter, host: Host) -> int:
     """``convert [-f fmt] [-O output_fmt] [-o options] [-n] [-p] [-q] [-U] ... filename [...] output``.
 
-    Every option qemu-img 7.2 takes is accepted; ``-t``, ``-T``, ``-m``, ``-W``, ``-r``, ``-C`` and
-    ``--salvage`` tune how QEMU schedules its I/O and change nothing in the result, so they are
-    checked and kept unused. What the formats cannot do (compression, backing files, bitmaps,
-    internal snapshots) is refused with QEMU's texts.
+    Every option qemu-img 7.2 takes is accepted. ``-t`` is the target's cache mode, ``unsafe``
+    (no flush) by default as in qemu-img; ``-T`` is the sources' (they are only read, and blockfmt
+    reads through the page cache in every mode). ``-m``, ``-W``, ``-r``, ``-C`` and ``--salvage``
+    tune how QEMU schedules its I/O and change nothing in the result, so they are checked and kept
+    unused. What the formats cannot do (compression, backing files, bitmaps, internal snapshots)
+    is refused with QEMU's texts.
     """
     parsed, options = _parse(args)
     out_fmt = options.out_fmt
@@ -149,9 +154,15 @@ def cmd_convert(args: list[str], rep: Reporter, host: Host) -> int:
     *source_names, target = operands
     # typed before any source is opened, so a bad option fails first, as in qemu-img
     create_options = None if options.skip_create else coerce_create_options(host.spec(out_fmt), pairs)
+    cache = parsed.cache or DEFAULT_TARGET_CACHE
     with contextlib.ExitStack() as stack:
         sources = [
-            stack.enter_context(open_parsed(rep, host, parsed, name, read_only=True)) for name in source_names
+            stack.enter_context(
+                open_parsed(
+                    rep, host, parsed, name, read_only=True, cache=parsed.source_cache or CacheMode.WRITEBACK
+                )
+            )
+            for name in source_names
         ]
         if options.snapshot is not None:
             raise Failure(snapshot_refusal(sources[0].format))
@@ -163,28 +174,14 @@ def cmd_convert(args: list[str], rep: Reporter, host: Host) -> int:
             raise Failure(f"Backing file not supported for file format '{out_fmt}'")
         progress = ProgressPrinter(rep) if options.show_progress and not parsed.quiet else None
         try:
-            if options.skip_create:
-                target_fmt = None if options.target_image_opts else out_fmt
-                with open_image(
-                    rep, host, target, target_fmt, read_only=False, image_opts=options.target_image_opts
-                ) as output:
-                    if output.size < sum(source.size for source in sources):
-                        raise Failure("output file is smaller than input file")
-                    _copy_into(
-                        output,
-                        sources,
-                        progress,
-                        zero_first=not options.target_is_zero,
-                        granule=options.sparse,
-                    )
-            elif len(sources) == 1:
+            if len(sources) == 1 and not options.skip_create:
                 from .. import convert as convert_module
 
-                convert_module.convert(sources[0], target, out_fmt, options=create_options, progress=progress)
-            else:
-                _create_and_concatenate(
-                    rep, host, sources, target, out_fmt, create_options, progress, options.sparse
+                convert_module.convert(
+                    sources[0], target, out_fmt, options=create_options, progress=progress, cache=cache
                 )
+            else:
+                _copy_into_target(rep, host, sources, target, options, create_options, progress, cache)
         except BlockFormatError as err:
             if isinstance(err, Failure | Reported):
                 raise
@@ -195,26 +192,41 @@ def cmd_convert(args: list[str], rep: Reporter, host: Host) -> int:
     return EXIT_OK
 
 
-def _create_and_concatenate(
+def _copy_into_target(
     rep: Reporter,
     host: Host,
     sources: list[Image],
     target: str,
-    fmt: str,
-    create_options: CreateOptions,
+    options: _ConvertOptions,
+    create_options: CreateOptions | None,
     progress: ProgressPrinter | None,
-    sparse: int,
+    cache: CacheMode,
 ) -> None:
-    """Several sources: one target holding them one after the other; removed again on failure."""
-    from ..api import create
+    """The sources one after the other into *target*: an existing image with ``-n``, else a new
+    one, created here and removed again on failure."""
+    total = sum(source.size for source in sources)
+    if not options.skip_create:
+        from ..api import create
 
-    create(target, fmt, sum(source.size for source in sources), create_options, host=host)
+        create(target, options.out_fmt, total, create_options, host=host)
     try:
-        with open_image(rep, host, target, fmt, read_only=False) as output:
-            _copy_into(output, sources, progress, zero_first=False, granule=sparse)
+        with open_image(
+            rep,
+            host,
+            target,
+            None if options.target_image_opts else options.out_fmt,
+            read_only=False,
+            image_opts=options.target_image_opts,
+            cache=cache,
+        ) as output:
+            if output.size < total:
+                raise Failure("output file is smaller than input file")
+            zero_first = options.skip_create and not options.target_is_zero  # a new image reads as zeros
+            _copy_into(output, sources, progress, zero_first=zero_first, granule=options.sparse)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(target)
+        if not options.skip_create:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
         raise
 
 

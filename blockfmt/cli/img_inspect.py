@@ -55,7 +55,8 @@ def cmd_check(args: list[str], rep: Reporter, host: Host) -> int:
             repair = RepairMode(value)
     filename = one_filename(parsed)
     output, quiet = parsed.output, parsed.quiet
-    with open_parsed(rep, host, parsed, filename, read_only=repair is RepairMode.NONE) as image:
+    writable = repair is not RepairMode.NONE
+    with open_parsed(rep, host, parsed, filename, read_only=not writable, cache=parsed.source_cache) as image:
         result = _run_check(rep, image, repair)
         if result is None:
             return EXIT_CHECK_UNSUPPORTED

@@ -14,7 +14,7 @@ from ..driver import FormatDriver
 from ..errors import BlockFormatError, InvalidOptionError
 from ..options import parse_option_list
 from .args import NumberError, cvtnum
-from .img_common import HELP_OPTIONS, Failure, open_image, option_list, parse_common
+from .img_common import HELP_OPTIONS, Failure, open_image, open_parsed, option_list, parse_common
 from .report import EXIT_OK, Reporter, UsageError
 
 if TYPE_CHECKING:
@@ -103,9 +103,7 @@ def cmd_amend(args: list[str], rep: Reporter, host: Host) -> int:
         raise Failure("Expecting one image file name")
     if not parsed.operands:
         return _amend_help(rep, host, parsed.fmt or "")
-    with open_image(
-        rep, host, parsed.operands[0], parsed.fmt, read_only=asks_help, image_opts=parsed.image_opts
-    ) as image:
+    with open_parsed(rep, host, parsed, parsed.operands[0], read_only=asks_help) as image:
         if not _resizable(image) or host.spec(image.format).data_only:
             raise Failure(f"Format driver '{image.format}' does not support option amendment")
         if asks_help:

@@ -60,8 +60,8 @@ class OpenSettings:
     force_share: bool = False
     snapshot: bool = False
     image_opts: bool = False
-    #: -t writethrough / directsync: every write is flushed before it completes
-    writethrough: bool = False
+    #: -t writethrough / directsync: every write is flushed before it completes (qemu-io's default)
+    writethrough: bool = True
     #: -t none / directsync (O_DIRECT), needed by aio=native
     direct: bool = False
     native_aio: bool = False
