@@ -18,9 +18,10 @@ Cases (sizes for the full run; ``--quick`` shrinks them):
 
 * ``convert A->B sparse``: 2 GiB disk, 1 GiB of data in 8 MiB runs at random 8 MiB slots;
   ``convert A->B full``: 1 GiB written everywhere. qemu runs ``qemu-img convert -t writeback``,
-  which flushes the target before exiting as blockfmt always does (qemu-img's default cache mode
-  for convert, ``unsafe``, skips that flush). Source images of formats other than raw are made by
-  ``qemu-img convert`` from the raw sources, so both sides read the same files.
+  which flushes the target before exiting as ``blockfmt.convert.convert`` does by default (the
+  Python API's cache mode is ``writeback``; qemu-img's and blockfmt-img's default for convert,
+  ``unsafe``, skips that flush: the ``cvt`` rows compare those). Source images of formats other
+  than raw are made by ``qemu-img convert`` from the raw sources, so both sides read the same files.
 * ``read FMT``: sequential 1 MiB reads of the whole full image: one ``qemu-io -r -c "read OFF 1M"``
   per MiB in one process, against a ``readinto_at`` loop into one buffer.
 * ``write4k FMT`` / ``write64k FMT``: allocating writes into a fresh image made by ``qemu-img

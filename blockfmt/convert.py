@@ -17,6 +17,13 @@ would copy page by page in the kernel on ext4 or tmpfs, cost more than that one 
 the bytes: without it, blocks the source allocated but filled with zeros (qemu-io ``write -z`` on
 VDI or VHDX does that) would become data in the target, where ``qemu-img convert`` leaves holes.
 
+The two buffers are anonymous memory maps, page aligned (and backed by huge pages where the
+kernel offers them), not ``bytearray`` objects: a ``bytearray``'s bytes start 16 bytes into a
+page, and the kernel's copies into and out of a misaligned buffer cost far more. Measured on
+tmpfs, 1 GiB raw to raw, system time fell from 1.5-1.8 s to 0.95-1.1 s (``qemu-img convert``:
+1.05-1.25 s); the data path's own Python work is a few hundred calls per GiB. Zero detection
+asks ``bytes.startswith`` of a zero buffer, a ``memcmp`` that stops at the first non-zero byte.
+
 Two things overlap what would otherwise wait on each other. Reading runs one chunk ahead of
 writing (see :class:`_Copier`). And after every chunk the target's writeback is started
 (:meth:`blockfmt.Image.start_writeback`), so the device writes while the copy goes on; without it
@@ -35,6 +42,8 @@ not read as zeros to begin with.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 import stat
 from collections.abc import Iterator, Mapping
@@ -78,7 +87,8 @@ MAP_WINDOW_MIN = 1 * GiB
 #: the disk is cut into at most this many map windows
 MAP_WINDOWS_MAX = 256
 
-_ZEROS = memoryview(bytes(MAX_COPY_CHUNK))
+#: compared against with ``_ZEROS.startswith(view)``: bytes take any buffer as the prefix
+_ZEROS = bytes(MAX_COPY_CHUNK)
 
 
 def convert(
@@ -162,7 +172,7 @@ class _Copier:
         self._zero_init = zero_init
         cluster = target.info().cluster_size or 0
         self._chunk_size = max(COPY_CHUNK, min(MAX_COPY_CHUNK, CLUSTERS_PER_CHUNK * cluster))
-        self._buffers = (bytearray(self._chunk_size), bytearray(self._chunk_size))
+        self._buffers = (_aligned_buffer(self._chunk_size), _aligned_buffer(self._chunk_size))
         self._source_file = source.driver.host_file()
         self._clone_fds = self._find_clone_fds()
         #: only a target that will be flushed gains from writing back early (not ``unsafe``)
@@ -176,14 +186,12 @@ class _Copier:
         locks. While a read runs, this thread touches only the target.
         """
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="blockfmt-convert-read") as reader:
-            ready: tuple[_Chunk, bytearray] | None = None
+            ready: tuple[_Chunk, memoryview] | None = None
             for index, chunk in enumerate(self._chunks()):
                 buffer = self._buffers[index % 2]  # never the one *ready* holds
                 reading = None
                 if chunk.may_hold_data:
-                    reading = reader.submit(
-                        self._source.readinto_at, chunk.offset, memoryview(buffer)[: chunk.length]
-                    )
+                    reading = reader.submit(self._source.readinto_at, chunk.offset, buffer[: chunk.length])
                 if ready is not None:
                     self._write_chunk(*ready)
                 if reading is not None:
@@ -227,26 +235,25 @@ class _Copier:
             ):
                 yield _Chunk(host + delta, length, is_data, host if is_data else None)
 
-    def _write_chunk(self, chunk: _Chunk, buffer: bytearray) -> None:
+    def _write_chunk(self, chunk: _Chunk, buffer: memoryview) -> None:
         """Write what the target needs of a chunk whose bytes (if any) are in *buffer*."""
         if not chunk.may_hold_data:
             if not self._zero_init:
                 self._target.write_zeroes(chunk.offset, chunk.length, unmap=True)
-        elif not buffer.startswith(_ZEROS[: chunk.length]):
+        elif not _ZEROS.startswith(buffer[: chunk.length]):
             self._write_nonzero_runs(chunk, buffer)
             if self._flushed_at_close:
                 self._target.start_writeback()
         self._reporter.advance_to(chunk.offset + chunk.length)
 
-    def _write_nonzero_runs(self, chunk: _Chunk, buffer: bytearray) -> None:
+    def _write_nonzero_runs(self, chunk: _Chunk, buffer: memoryview) -> None:
         """Write ``buffer[:chunk.length]`` to the chunk's offset, leaving out aligned zero granules.
 
         Adjacent non-zero granules are written with one request.
         """
-        zero_granule = _ZEROS[:ZERO_GRANULE]
         run_start: int | None = None
         for pos in range(0, chunk.length, ZERO_GRANULE):
-            is_zero = buffer.startswith(zero_granule[: chunk.length - pos], pos)
+            is_zero = _ZEROS.startswith(buffer[pos : min(pos + ZERO_GRANULE, chunk.length)])
             if is_zero and run_start is not None:
                 self._write_run(chunk, buffer, run_start, pos)
                 run_start = None
@@ -255,7 +262,7 @@ class _Copier:
         if run_start is not None:
             self._write_run(chunk, buffer, run_start, chunk.length)
 
-    def _write_run(self, chunk: _Chunk, buffer: bytearray, start: int, end: int) -> None:
+    def _write_run(self, chunk: _Chunk, buffer: memoryview, start: int, end: int) -> None:
         """Write ``buffer[start:end]`` to ``chunk.offset + start``: cloned from the source where
         the file system can share blocks, else from memory."""
         offset = chunk.offset + start
@@ -267,7 +274,7 @@ class _Copier:
             except OSError as err:
                 raise BlockIOError.from_os_error(err, "Could not copy image data") from err
             self._clone_fds = None  # the file system cannot; do not ask again for every run
-        self._target.write_at(offset, memoryview(buffer)[start:end])
+        self._target.write_at(offset, buffer[start:end])
 
     def _find_clone_fds(self) -> tuple[int, int] | None:
         """The source and target file descriptors for cloning, or None when it cannot apply.
@@ -285,3 +292,14 @@ class _Copier:
         except OSError:
             return None
         return (source_fd, target_fd) if regular else None
+
+
+def _aligned_buffer(size: int) -> memoryview:
+    """*size* bytes of page-aligned memory, on huge pages where the kernel has them for the asking
+    (fewer TLB misses while the kernel copies 4 MiB into or out of it)."""
+    memory = mmap.mmap(-1, size)
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advice is not None:
+        with contextlib.suppress(OSError):  # a kernel without transparent huge pages says EINVAL
+            memory.madvise(advice)
+    return memoryview(memory)
