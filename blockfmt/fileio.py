@@ -9,16 +9,19 @@ Ownership: the host opens and closes the :class:`ImageFile`; a driver must not c
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import functools
 import os
 import struct
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .errors import BlockIOError, OutOfRangeError
 from .locking import ImageLock, LockRequest
+
+if TYPE_CHECKING:
+    import ctypes
 
 __all__ = ["ImageFile", "OsImageFile", "clone_file_range"]
 
@@ -253,13 +256,18 @@ def _libc() -> ctypes.CDLL:
     """The C library's functions, from the symbols already loaded into this process.
 
     Not ``ctypes.util.find_library("c")``: that runs ``ldconfig`` (a fork and exec, ~10 ms and
-    more under load) in every process on its first punch or writeback.
+    more under load) in every process on its first punch or writeback. ctypes itself is imported
+    here, not at start-up: most processes never punch a hole.
     """
+    import ctypes
+
     return ctypes.CDLL(None, use_errno=True)
 
 
 def _fallocate_punch(fd: int, offset: int, length: int) -> None:
     """Punch a hole with fallocate(2) (Python has no binding); raises OSError where unsupported."""
+    import ctypes
+
     mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
     res = _libc().fallocate(
         ctypes.c_int(fd), ctypes.c_int(mode), ctypes.c_int64(offset), ctypes.c_int64(length)
@@ -274,6 +282,8 @@ def _sync_file_range_write(fd: int) -> None:
 
     Failures are ignored: this is a hint, and a file system without it simply writes back later.
     """
+    import ctypes
+
     whole_file = ctypes.c_int64(0)
     _libc().sync_file_range(
         ctypes.c_int(fd), ctypes.c_int64(0), whole_file, ctypes.c_uint(_SYNC_FILE_RANGE_WRITE)

@@ -8,7 +8,6 @@ Adding a subcommand is one module and one line here (and its line in :mod:`.img_
 
 from __future__ import annotations
 
-import getopt
 import importlib
 import os
 import signal
@@ -17,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import BlockFormatError
+from .args import gnu_getopt
 from .img_common import Failure, ObjectHelp, Reported, ShowHelp
 from .report import EXIT_FAILURE, EXIT_OK, Reporter, UsageError, run_console
 
@@ -55,13 +55,7 @@ def _load(target: str) -> object:
 
 def _global_options(args: list[str], rep: Reporter) -> list[str] | None:
     """Handle ``-h``, ``-V`` and ``-T`` before the subcommand; None when the run is complete."""
-    try:
-        opts, rest = getopt.getopt(args, "hVT:", ["help", "version", "trace=", "list-plugins"])
-    except getopt.GetoptError as err:
-        dashes = "--" if len(err.opt) > 1 else "-"
-        if "requires argument" in err.msg:
-            raise UsageError(f"missing argument for option '{dashes}{err.opt}'") from None
-        raise UsageError(f"unrecognized option '{dashes}{err.opt}'") from None
+    opts, rest = gnu_getopt(args, "+hVT:", ["help", "version", "trace=", "list-plugins"])
     for opt, value in opts:
         if opt in ("-h", "--help"):
             raise ShowHelp

@@ -13,7 +13,6 @@ QEMU would put them.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -97,11 +96,15 @@ def qdict_order(keys: Sequence[str]) -> list[str]:
 
 def qobject_json(fields: dict[str, Any]) -> str:
     """A flat dict as ``qobject_to_json_pretty`` prints it (4-space indent, QDict key order)."""
+    import json  # only JSON output needs it: a few ms of every human-readable start
+
     lines = [f"    {json.dumps(key)}: {_json_scalar(fields[key])}" for key in qdict_order(list(fields))]
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def _json_scalar(value: Any) -> str:
+    import json
+
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

@@ -15,7 +15,6 @@ from blockfmt.fileio import ImageFile
 from blockfmt.markers import hookimpl
 
 from .constants import FORMAT_NAME, HEADER_STRUCT_SIZE, SECTOR_SIZE, VDI_SIGNATURE
-from .structs import PreHeader, round_up
 
 if TYPE_CHECKING:
     from .image import VdiDriver
@@ -44,6 +43,8 @@ def blockfmt_probe(head: bytes) -> tuple[str, int] | None:
     """QEMU's ``vdi_probe``: a whole header sector whose signature matches scores 100."""
     if len(head) < HEADER_STRUCT_SIZE:
         return None
+    from .structs import PreHeader  # the header structures only when there is a header to look at
+
     (signature,) = _SIGNATURE.unpack_from(head, PreHeader.SIZE - 2 * _SIGNATURE.size)
     return (FORMAT_NAME, _PROBE_SCORE) if signature == VDI_SIGNATURE else None
 
@@ -58,6 +59,7 @@ def blockfmt_open(file: ImageFile, read_only: bool, options: dict[str, Any]) -> 
 @hookimpl
 def blockfmt_create(file: ImageFile, size: int, options: dict[str, Any], exact: bool) -> bool:
     from .create import write_new_image
+    from .structs import round_up
 
     if not exact:  # qemu-img rounds the size up to whole sectors (vdi_co_create_opts); QMP does not
         size = round_up(size, SECTOR_SIZE)

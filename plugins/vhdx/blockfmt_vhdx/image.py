@@ -47,14 +47,13 @@ from .constants import (
     BatState,
     MiB,
 )
-from .differencing import Differencing
 from .headers import HeaderPair, read_headers
 from .metadata import DiskParameters, build_metadata, read_metadata
-from .parent_locator import build_locator
 from .regions import FileRegions, check_log_fields, read_regions
 from .structs import FileIdentifier
 
 if TYPE_CHECKING:
+    from .differencing import Differencing
     from .log import LogWriter
 
 __all__ = ["VhdxDriver"]
@@ -100,7 +99,11 @@ class VhdxDriver(FormatDriver):
         #: BAT entries (block -> entry) in memory but not yet on disk; see stage_entries
         self._staged: dict[int, int] = {}
         #: the parent-aware data path of a differencing image (HasParent), None otherwise
-        self.differencing = Differencing(self) if self.params.has_parent else None
+        self.differencing: Differencing | None = None
+        if self.params.has_parent:
+            from .differencing import Differencing  # only differencing images need it
+
+            self.differencing = Differencing(self)
 
     # -- open -------------------------------------------------------------------------------
 
@@ -368,6 +371,9 @@ class VhdxDriver(FormatDriver):
             raise UnsupportedOperationError(
                 f"'{self.file.name}' is not a differencing image and holds data; it cannot get a backing file"
             )
+        from .differencing import Differencing
+        from .parent_locator import build_locator
+
         locator = build_locator(headers.current.data_write_guid, relative_name)
         params = dataclasses.replace(self.params, parent_locator=locator)
         if params.geometry.entry_count * BAT_ENTRY_SIZE > self.regions.bat.length:
