@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
 import time
+from typing import Any
 
 from ...errors import BlockFormatError
+from ...image import Image
 from ..render import cvtstr
 from .rw import errno_of
 from .session import (
@@ -30,6 +33,8 @@ SECTOR = 512
 #: Linux's _NSIG: signal numbers must stay below it
 NSIG = 65
 PREALLOC_MODES = ("off", "metadata", "falloc", "full")
+#: how much of a preallocated extension is written at once
+PREALLOC_CHUNK = 1 << 20
 _DECIMAL = re.compile(r"\s*\+?\d+")
 
 
@@ -61,33 +66,61 @@ def close_f(session: Session, argv: list[str]) -> None:
 def reopen_f(session: Session, argv: list[str]) -> None:
     """``reopen [(-r|-w)] [-c cache] [-o options]``: the same image, opened again with new flags.
 
-    No runtime option of the formats here can change (``-o`` is refused as QEMU refuses
-    options a driver cannot change).
+    Of the runtime options QEMU's block layer can change on these nodes, ``-o`` takes
+    ``read-only``, ``auto-read-only``, ``cache.direct``, ``cache.no-flush``, ``discard`` and
+    ``detect-zeroes`` (also on the ``file`` child); anything else is refused as QEMU refuses an
+    option a driver cannot change. Checks come in QEMU's order: the options one by one, then
+    -r/-w against ``read-only`` and -c against the cache options, then the values, then what
+    cannot change, then the node's users.
     """
     pairs, operands = getopt_pairs(session, REOPEN, argv, "c:o:rw")
-    if operands:
-        session.rep.out(REOPEN.usage())
-        raise CommandFailed
     settings = OpenSettings(**vars(session.settings))
-    modes = [opt for opt, _ in pairs if opt in ("-r", "-w")]
-    if len(modes) > 1:
-        session.rep.error("Only one -r/-w option may be given")
-        raise CommandFailed
+    options: dict[str, str] = {}
+    read_only: bool | None = None
+    cache_given = False
     for opt, value in pairs:
         if opt == "-c":
             if value not in CACHE_MODES:
                 session.rep.error(f"Invalid cache option: {value}")
                 raise CommandFailed
             settings.direct, settings.writethrough = CACHE_MODES[value]
+            cache_given = True
         elif opt == "-o":
             from ..blockdev_opts import parse_qemu_opts
 
-            for key in parse_qemu_opts(value):
-                session.rep.error(f"Cannot change the option '{key}'")
-                raise CommandFailed
-    if modes:
-        settings.read_only = modes[0] == "-r"
+            tree = parse_qemu_opts(value, lambda text: session.rep.error(f"warning: {text}"))
+            options.update(_dotted(tree))
+        elif read_only is not None:
+            session.rep.error("Only one -r/-w option may be given")
+            raise CommandFailed
+        else:
+            read_only = opt == "-r"
+    if operands:
+        session.rep.out(REOPEN.usage())
+        raise CommandFailed
+    if "read-only" in options and read_only is not None:
+        session.rep.error("Cannot set both -r/-w and 'read-only'")
+        raise CommandFailed
+    if cache_given and any(key.startswith("cache.") for key in options):
+        session.rep.error("Cannot set both -c and the cache options")
+        raise CommandFailed
+    flags = {key: _on_off(session, key, options[key]) for key in options if key in REOPEN_FLAGS}
+    for key in options:
+        child_key = key.removeprefix(f"{FILE_CHILD}.")
+        if child_key not in REOPEN_FLAGS and child_key not in REOPEN_MODES:
+            session.rep.error(f"Cannot change the option '{child_key}'")
+            raise CommandFailed
     image = session.current
+    if flags.get("read-only") and not image.read_only:
+        # -o read-only=on leaves qemu-io's own write permission in place; only -r drops it
+        session.rep.error(f"Read-only block node '{_generated_node_name()}' cannot support read-write users")
+        raise CommandFailed
+    if "cache.direct" in flags:
+        settings.direct = flags["cache.direct"]
+    if "read-only" in flags:
+        read_only = flags["read-only"]
+    if read_only is not None:
+        settings.read_only = read_only
     filename, format = image.filename, image.format
     if settings.read_only == image.read_only:
         session.settings = settings
@@ -96,6 +129,40 @@ def reopen_f(session: Session, argv: list[str]) -> None:
     session.format = format
     settings.snapshot = False  # reopening a snapshot would lose its writes: keep the same image
     session.open(filename, settings)
+
+
+#: boolean runtime options a reopen may change, and the others it may change
+REOPEN_FLAGS = ("read-only", "auto-read-only", "cache.direct", "cache.no-flush")
+REOPEN_MODES = ("discard", "detect-zeroes")
+FILE_CHILD = "file"
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """A nested option tree back as QEMU's flat dotted keys (``file.cache.direct``)."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _on_off(session: Session, key: str, value: str) -> bool:
+    """A QemuOpts boolean: ``on`` or ``off`` only."""
+    if value not in ("on", "off"):
+        session.rep.error(f"Parameter '{key}' expects 'on' or 'off'")
+        raise CommandFailed
+    return value == "on"
+
+
+@functools.cache
+def _generated_node_name() -> str:
+    """The name QEMU generates for a node the user did not name: ``#block``, a counter and two
+    random digits (the iotests filter it to NODE_NAME); one per process, as qemu-io has one node."""
+    import random
+
+    return f"#block1{random.randrange(100):02d}"
 
 
 def map_f(session: Session, argv: list[str]) -> None:
@@ -156,8 +223,11 @@ def info_f(session: Session, argv: list[str]) -> None:
 
 
 def truncate_f(session: Session, argv: list[str]) -> None:
-    """``truncate [-m prealloc_mode] off``: the formats here cannot resize through qemu-io.
+    """``truncate [-m prealloc_mode] off``: resize the disk, as QEMU does for raw files only.
 
+    QEMU 7.2's vhdx and vdi drivers have no truncate, so qemu-io refuses them (``qemu-img resize``
+    is where blockfmt resizes those). A raw file is cut or extended to exactly *off* bytes; with
+    ``falloc`` or ``full`` the extension is allocated by writing zeros (see docs/differences.md).
     The offset is parsed from the first operand, while a parse error names ``argv[1]``: that is
     what qemu-io 7.2 prints.
     """
@@ -166,12 +236,35 @@ def truncate_f(session: Session, argv: list[str]) -> None:
     if mode not in PREALLOC_MODES:
         session.rep.error(f"Invalid preallocation mode '{mode}'")
         raise CommandFailed
-    if len(operands) != 1:
+    if not operands:  # qemu-io 7.2 crashes here (it parses a missing argument); the usage is kinder
         session.rep.out(TRUNCATE.usage())
         raise CommandFailed
-    number(session, operands[0], shown=argv[1])
-    session.rep.error("Image format driver does not support resize")
-    raise CommandFailed
+    size = number(session, operands[0], shown=argv[1])  # further operands are ignored, as in QEMU
+    image = session.current
+    if not image.spec.data_only:
+        session.rep.error("Image format driver does not support resize")
+        raise CommandFailed
+    if mode == "metadata":  # file-posix knows only off, falloc and full
+        session.rep.error(f"Unsupported preallocation mode: {mode}")
+        raise CommandFailed
+    if mode != "off" and size < image.size:
+        session.rep.error("Cannot use preallocation for shrinking files")
+        raise CommandFailed
+    old_size = image.size
+    try:
+        image.resize(size, shrink=True)
+        if mode != "off":
+            _allocate_zeros(image, old_size, size)
+    except BlockFormatError as err:
+        session.rep.error(err.message)
+        raise CommandFailed from err
+
+
+def _allocate_zeros(image: Image, start: int, end: int) -> None:
+    """Write zeros over ``[start, end)``, a chunk at a time, so the range is allocated."""
+    zeros = memoryview(bytes(min(PREALLOC_CHUNK, end - start)))
+    for offset in range(start, end, PREALLOC_CHUNK):
+        image.write_at(offset, zeros[: min(PREALLOC_CHUNK, end - offset)])
 
 
 def sleep_f(session: Session, argv: list[str]) -> None:
