@@ -66,6 +66,11 @@ more ``--repeat``.
   is ``unsafe``: the target is not flushed); ``flush`` runs both with ``-t writeback`` (one flush
   at the end). ``floor`` is the wall time of ``cp --sparse=always`` of the same source (followed
   by ``sync`` of the copy for ``flush``): what moving those bytes costs at least.
+* ``io -c|stdin CACHE FMT``: one ``qemu-io`` / ``blockfmt-io`` process runs N (10,000; 200 with
+  ``--quick``) ``write -P 0xa5 OFF 4k`` commands at random 4 KiB offsets of a fresh 64 MiB image,
+  given as N ``-c`` options or piped on stdin, with ``-t writeback`` or the default cache
+  (writethrough: a flush after every write). Whole processes on both sides, so the ratio is the
+  ratio of the time per command, start-up included; target 1.2.
 
 Every row also shows CPU time, user + system of each side's whole process from ``wait4``
 (``q cpu``, ``bf cpu``; for worker rows interpreter start and imports included), and ``cpu r``,
@@ -75,7 +80,7 @@ whether a side slows down more than the other on a busy machine.
 ``--check`` exits 1 when a target is missed: ratio <= 1.0 for convert and sequential reads, and
 for VHDX allocating writes; a CPU ratio <= 1.5 for the ``cvt`` rows; open below 0.2 s (operation
 time) and below 100 MiB peak RSS; start-up at most 0.1 s; huge-BAT at most qemu's time and 64 MiB;
-random 4 KiB reads at most libvhdi's time.
+random 4 KiB reads at most libvhdi's time; the ``io`` rows at most 1.2 times qemu-io's time.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -112,6 +118,10 @@ OPEN_SIZE = 64 * TiB
 STARTUP_SIZE = 64 * MiB
 #: the start-up target: a whole ``blockfmt-img info`` process, median wall time
 MAX_STARTUP_SECONDS = 0.1
+#: the many-command qemu-io cases: image size, request size, and the blockfmt/qemu time target
+IO_COMMANDS_DISK = 64 * MiB
+IO_COMMAND_REQUEST = 4 * KiB
+MAX_IO_COMMANDS_RATIO = 1.2
 #: a raw disk is a file of its size, and ext4 caps files at 16 TiB
 OPEN_SIZE_RAW = 8 * TiB
 WRITE_DISK_SIZE = 64 * GiB
@@ -148,13 +158,25 @@ class Sizes:
     write_count: int
     #: random 4 KiB reads per run of a rand4k row
     random_reads: int
+    #: commands per run of an io row
+    io_commands: int
 
 
 FULL_SIZES = Sizes(
-    sparse_disk=2 * GiB, sparse_data=1 * GiB, full_disk=1 * GiB, write_count=1000, random_reads=100_000
+    sparse_disk=2 * GiB,
+    sparse_data=1 * GiB,
+    full_disk=1 * GiB,
+    write_count=1000,
+    random_reads=100_000,
+    io_commands=10_000,
 )
 QUICK_SIZES = Sizes(
-    sparse_disk=128 * MiB, sparse_data=64 * MiB, full_disk=32 * MiB, write_count=32, random_reads=10_000
+    sparse_disk=128 * MiB,
+    sparse_data=64 * MiB,
+    full_disk=32 * MiB,
+    write_count=32,
+    random_reads=10_000,
+    io_commands=200,
 )
 
 
@@ -191,7 +213,7 @@ class Case:
     #: the highest blockfmt/qemu ratio of median CPU time (user + system) that meets the target
     cpu_target: float | None = None
     open_target: bool = False
-    #: both sides are timed as whole processes, blockfmt's included
+    #: both sides are timed as whole processes, blockfmt's included (start-up, many commands)
     whole_process: bool = False
     #: blockfmt's whole process must take at most MAX_STARTUP_SECONDS (the start-up case)
     startup_target: bool = False
@@ -450,6 +472,42 @@ class Bench:
                     reference_worker=True,
                 )
             )
+
+    def io_commands_cases(self, fmt: str) -> list[Case]:
+        """qemu-io and blockfmt-io running many small writes in one process, from ``-c`` and stdin,
+        with ``-t writeback`` and with the default cache mode."""
+        path = self.path(f"commands.{fmt}")
+        fresh = [self.img, "create", "-q", "-f", fmt, path, str(IO_COMMANDS_DISK)]
+        rng = random.Random(f"io-commands-{fmt}")
+        slots = IO_COMMANDS_DISK // IO_COMMAND_REQUEST
+        commands = [
+            f"write -P 0xa5 {rng.randrange(slots) * IO_COMMAND_REQUEST} {IO_COMMAND_REQUEST}"
+            for _ in range(self.sizes.io_commands)
+        ]
+        script = self.path(f"commands-{fmt}.txt")
+        Path(script).write_text("".join(f"{command}\n" for command in commands))
+        options = [arg for command in commands for arg in ("-c", command)]
+        bf_io = str(Path(sys.executable).with_name("blockfmt-io"))
+        cases = []
+        for cache, cache_args in (("writeback", ["-t", "writeback"]), ("default", [])):
+            for source in ("-c", "stdin"):
+                sides = []
+                for tool in (self.io, bf_io):
+                    argv = [tool, "-f", fmt, *cache_args]
+                    if source == "-c":
+                        sides.append([*argv, *options, path])
+                    else:  # the commands piped in, as a script would feed them
+                        sides.append(["sh", "-c", f'exec "$0" "$@" < {shlex.quote(script)}', *argv, path])
+                cases.append(
+                    Case(
+                        f"io {source} {cache} {fmt}",
+                        sides[0],
+                        sides[1],
+                        prepare=lambda: quiet_run(fresh),
+                        ratio_target=MAX_IO_COMMANDS_RATIO,
+                        whole_process=True,
+                    )
+                )
         return cases
 
     def cases(self) -> list[Case]:
@@ -474,6 +532,7 @@ class Bench:
             if fmt == "vhdx":
                 cases.extend(self.huge_bat_cases())
                 cases.extend(self.random_read_cases(self.sizes.random_reads))
+            cases.extend(self.io_commands_cases(fmt))
         return cases
 
 

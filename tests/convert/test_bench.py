@@ -24,6 +24,10 @@ RAW_CASES = (
     "write64k raw x32",
     "open raw 8T",
     "start-up raw info",
+    "io -c writeback raw",
+    "io stdin writeback raw",
+    "io -c default raw",
+    "io stdin default raw",
 )
 
 
