@@ -106,6 +106,9 @@ def getopt_long(
             return pairs, list(args[first_operand:])
         elif arg[1] == "-":
             index = _long_option(table, arg, args, index, pairs)
+        elif len(arg) == 2 and table.short.get(arg[1]) and index < count:
+            pairs.append((arg, args[index]))  # ``-c STRING``, the common case, without a call
+            index += 1
         else:
             index = _short_options(table, arg, args, index, pairs)
     return pairs, operands

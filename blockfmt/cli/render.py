@@ -404,9 +404,11 @@ def io_report(op: str, offset: int, count: int, total: int, ops: int, elapsed_ns
     seconds = elapsed_ns / NANOSECONDS
     rate = total / seconds if seconds else math.inf
     op_rate = ops / seconds if seconds else math.inf
+    # _timestr inlined for the common sub-second case: qemu-io prints this after every request
+    elapsed = f"{seconds:05.2f} sec" if seconds < 1 else _timestr(seconds)
     return (
         f"{op} {total}/{count} bytes at offset {offset}\n"
-        f"{_cvtstr_of_size(total)}, {ops} ops; {_timestr(seconds)} "
+        f"{_cvtstr_of_size(total)}, {ops} ops; {elapsed} "
         f"({cvtstr(rate)}/sec and {op_rate:.4f} ops/sec)\n"
     )
 

@@ -159,6 +159,12 @@ def parse_options(
     session: Session, info: CommandInfo, argv: list[str], shortopts: str
 ) -> tuple[dict[str, str], list[str]]:
     """A command's options (the last of each wins) and its operands."""
+    operands = argv[1:]
+    for arg in operands:
+        if arg[:1] == "-":
+            break
+    else:  # no option at all, as in most commands of a long script: nothing to parse
+        return {}, operands
     pairs, operands = getopt_pairs(session, info, argv, shortopts)
     return dict(pairs), operands
 
