@@ -58,8 +58,8 @@ BUILTIN_SOURCE = "built-in"
 #: the source of plugins passed to :func:`load_plugins` by the caller
 BY_HAND_SOURCE = "registered by hand"
 
-_METADATA_DIR = re.compile(r"(?P<name>[^-]+)(?:-(?P<version>[^-]+))?.*\.(?:dist|egg)-info$")
-_SECTION = re.compile(r"\[\s*(?P<group>[^\]]+?)\s*\]")
+#: the endings of distribution metadata directories (``name-version.dist-info``)
+_METADATA_SUFFIXES = (".dist-info", ".egg-info")
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,9 +246,12 @@ def _metadata_dirs(directory: str) -> Iterator[tuple[str, str, str]]:
     except OSError:  # a zip file, a missing directory: nothing installed there that we can read
         return
     for entry in entries:
-        match = _METADATA_DIR.match(entry)
-        if match:
-            yield os.path.join(directory, entry), match["name"], match["version"] or ""
+        # string methods, not a regular expression: compiling one was a visible part of every
+        # start-up; ``name-version[-more].dist-info``, the version optional
+        stem = next((entry[: -len(end)] for end in _METADATA_SUFFIXES if entry.endswith(end)), "")
+        name, _, rest = stem.partition("-")
+        if name:
+            yield os.path.join(directory, entry), name, rest.partition("-")[0]
 
 
 def _group_lines(text: str, group: str) -> Iterator[tuple[str, str]]:
@@ -258,9 +261,8 @@ def _group_lines(text: str, group: str) -> Iterator[tuple[str, str]]:
         line = raw_line.strip()
         if not line or line[0] in "#;":
             continue
-        section = _SECTION.fullmatch(line)
-        if section:
-            in_group = section["group"] == group
+        if line[0] == "[" and line[-1] == "]" and "]" not in line[1:-1] and line[1:-1].strip():
+            in_group = line[1:-1].strip() == group
         elif in_group and "=" in line:
             name, _, value = line.partition("=")
             yield name.strip(), value.strip()

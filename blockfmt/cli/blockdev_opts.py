@@ -13,6 +13,7 @@ Supported drivers: the ``file`` protocol and every format the host knows (raw's 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -116,14 +117,20 @@ Node = FileNode | FormatNode
 # -------------------------------------------------------------------------
 
 
-class _JsonParser:
-    """QEMU's JSON dialect (qobject/json-parser.c): standard JSON plus single-quoted strings."""
-
-    _TOKEN = re.compile(
+@functools.cache
+def _json_token() -> re.Pattern[str]:
+    """The JSON token pattern, compiled on first use: only ``json:`` names need it, and compiling
+    it was a visible part of every start-up."""
+    return re.compile(
         r"""\s*(?:(?P<punct>[{}\[\]:,])|(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')"""
         r"""|(?P<num>-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)|(?P<word>true|false|null))""",
         re.S,
     )
+
+
+class _JsonParser:
+    """QEMU's JSON dialect (qobject/json-parser.c): standard JSON plus single-quoted strings."""
+
     _ESCAPES = {
         '"': '"',
         "'": "'",
@@ -144,7 +151,7 @@ class _JsonParser:
         return InvalidOptionError(f"Could not parse the JSON options: JSON parse error, {what}")
 
     def token(self) -> tuple[str, str]:
-        match = self._TOKEN.match(self.text, self.pos)
+        match = _json_token().match(self.text, self.pos)
         if match is None:
             if self.text[self.pos :].strip():
                 raise self.error("invalid token")
