@@ -57,8 +57,10 @@ from .fuzz import (
 
 __all__ = [
     "AtherisSummary",
+    "adopt_artifacts",
     "decode_input",
     "encode_image",
+    "encoded_records",
     "fuzz_main",
     "run",
 ]
@@ -140,15 +142,20 @@ def decode_input(data: bytes, formats: Sequence[str]) -> tuple[str, SparseBytes,
     format_index, flags, size = _HEADER.unpack_from(data)
     size = min(size, MAX_FILE_SIZE)
     store = SparseBytes(size)
+    for offset, piece in encoded_records(data):
+        if offset < size:
+            store.write(piece[: size - offset], offset)
+    return formats[format_index % len(formats)], store, bool(flags & FLAG_FIX_CHECKSUMS)
+
+
+def encoded_records(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(file offset, bytes)`` of each record of an input, in order (a cut-off last one shortened)."""
     pos = _HEADER.size
     while pos + _RECORD.size <= len(data):
         offset, length = _RECORD.unpack_from(data, pos)
         pos += _RECORD.size
-        piece = data[pos : pos + length]
+        yield offset, data[pos : pos + length]
         pos += length
-        if offset < size:
-            store.write(piece[: size - offset], offset)
-    return formats[format_index % len(formats)], store, bool(flags & FLAG_FIX_CHECKSUMS)
 
 
 def fix_layout_checksums(store: SparseBytes, layout: Layout, fmt: str, host: Any = None) -> None:
@@ -373,6 +380,7 @@ def run(
         f"-rss_limit_mb={limits.memory // (1 << 20) + 1024}",
         "-max_len=1100000",
         "-print_final_stats=1",
+        f"-report_slow_units={int(limits.seconds_per_case) * 2}",
         f"-artifact_prefix={findings}/",
         *extra_args,
     ]
@@ -387,12 +395,49 @@ def run(
         log.write_text(proc.stdout)
     parse_output(proc.stdout.splitlines(), summary)
     summary.corpus_after = sum(1 for _ in corpus.iterdir())
+    for slow in findings.glob("slow-unit-*"):
+        slow.unlink()  # only a note that an input was slow; the time bound is the invariant
     after = {p.name for p in findings.iterdir()}
-    # libFuzzer's slow-unit-* files only note a slow input; broken invariants are the .in files
     summary.crashes = sorted(
-        name for name in after - before if name.endswith(".in") or name.startswith("crash-")
+        name for name in after - before if name.endswith(".in") or name.startswith(_ARTIFACTS)
     )
     return summary
+
+
+#: what libFuzzer itself writes for an input that killed the process (an escaped exception, the
+#: RSS limit, its own timeout, a leak)
+_ARTIFACTS = ("crash-", "oom-", "timeout-", "leak-")
+
+
+def adopt_artifacts(
+    findings: Path, names: Sequence[str], formats: Sequence[str], layouts: dict[str, LayoutFunction]
+) -> list[str]:
+    """Turn libFuzzer's own artifacts among *names* into stored inputs the replay test finds.
+
+    An artifact is the raw fuzz input: it is decoded, its checksums fixed if its flag says so, and
+    stored as ``atheris-<kind>-<hash>.<format>.in`` with a note, like :class:`_Target`'s findings.
+    Returns the new list of names.
+    """
+    adopted = []
+    for name in names:
+        if not name.startswith(_ARTIFACTS):
+            adopted.append(name)
+            continue
+        raw = (findings / name).read_bytes()
+        fmt, store, fix = decode_input(raw, formats)
+        if fix and fmt in layouts:
+            try:
+                fix_layout_checksums(store, layouts[fmt](store))
+            except Exception:
+                pass
+        kind = name.split("-", 1)[0]
+        stem = f"atheris-{kind}-{hashlib.sha256(raw).hexdigest()[:12]}"
+        encoded = encode_image(formats.index(fmt), store, budget=MAX_FILE_SIZE)
+        (findings / f"{stem}.{fmt}.in").write_bytes(encoded)
+        (findings / f"{stem}.txt").write_text(f"stage: libFuzzer {kind} (the whole fuzzing process)\n")
+        (findings / name).unlink()
+        adopted.append(f"{stem}.{fmt}.in")
+    return adopted
 
 
 def child_args(argv: Sequence[str]) -> tuple[Path, list[str]]:

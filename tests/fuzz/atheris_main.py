@@ -6,7 +6,9 @@ The parent seeds the corpus (small images blockfmt creates, a dirty log, the sha
 their metadata, the stored regression inputs), runs libFuzzer in a child for ``--seconds`` and prints
 executions, corpus size, coverage gained and crashes. Every broken invariant is stored in
 ``--findings`` (default: ``tests/fuzz/regressions``, which ``test_regressions.py`` replays), so a
-crash is a failing test until it is fixed. Exit status 1 when something was found.
+crash is a failing test until it is fixed; libFuzzer's own crash/oom/timeout artifacts are stored
+the same way. Then each finding is reduced to a minimal reproducer (``<name>-min.<format>.in``,
+:mod:`blockfmt.testing.reduce`), stored beside it. Exit status 1 when something was found.
 """
 
 from __future__ import annotations
@@ -163,10 +165,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--corpus", type=Path, default=REPO / "build" / "fuzz-corpus")
     parser.add_argument("--findings", type=Path, default=REGRESSIONS)
     parser.add_argument("--log", type=Path, default=None, help="keep libFuzzer's whole output here")
+    parser.add_argument(
+        "--reduce-seconds",
+        type=float,
+        default=600.0,
+        help="wall time for reducing the findings to minimal reproducers (<name>-min.<format>.in)",
+    )
     parser.add_argument("libfuzzer", nargs="*", help="extra libFuzzer flags, after --")
     args = parser.parse_args(argv)
 
-    from blockfmt.testing.atheris_fuzz import run
+    from blockfmt.testing.atheris_fuzz import adopt_artifacts, run
+    from blockfmt.testing.reduce import reduce_findings
+
+    from .layouts import LAYOUTS
 
     seeded = seed_corpus(args.corpus)
     if seeded:
@@ -179,7 +190,14 @@ def main(argv: list[str]) -> int:
         extra_args=args.libfuzzer,
         log=args.log,
     )
+    summary.crashes = adopt_artifacts(args.findings, summary.crashes, FORMATS, LAYOUTS)
     print(summary.report())
+    if summary.crashes and args.reduce_seconds > 0:
+        print(f"atheris: reducing {len(summary.crashes)} findings (at most {args.reduce_seconds} s)")
+        for line in reduce_findings(
+            args.findings, summary.crashes, FORMATS, LAYOUTS, seconds=args.reduce_seconds
+        ):
+            print("  " + line)
     return 1 if summary.crashes else 0
 
 
