@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import blockfmt
+import blockfmt_vdi.check
 from blockfmt.driver import RepairMode
 from blockfmt.errors import CorruptImageError
 from blockfmt.fileio import OsImageFile
@@ -85,16 +86,41 @@ def test_duplicate_is_reported_like_qemu(duplicate):
     assert result.corruptions == 1
 
 
-def test_duplicate_repair_compacts_and_recounts(duplicate):
+def test_duplicate_repair_copies_into_the_orphaned_slot(duplicate):
     repaired, again = repair(duplicate)
     assert repaired.messages == ["Repairing block index 2 also used by 2"]
     assert (repaired.corruptions, repaired.corruptions_fixed) == (0, 1)
     assert again.clean, again.messages
-    # block 0 keeps its data (now in slot 0), block 1 is untouched, the later copy is freed
-    assert blocks_of(duplicate, 3) == [b"\x03", b"\x02", b"\x00"]
-    assert entries(duplicate, 3) == [0, 1, U]
-    assert allocated_count(duplicate) == 2
-    assert os.path.getsize(duplicate) == DATA + 2 * MIB
+    # blocks 0 and 2 both still read slot 2's data; block 2 now has its copy in the orphaned slot 0
+    assert blocks_of(duplicate, 3) == [b"\x03", b"\x02", b"\x03"]
+    assert entries(duplicate, 3) == [2, 1, 0]
+    assert allocated_count(duplicate) == 3
+    assert os.path.getsize(duplicate) == DATA + 3 * MIB
+
+
+def test_duplicates_past_the_copy_bound_are_reported_and_left(tmp_path, monkeypatch):
+    """A hostile map can name one block millions of times: past the bound none is copied, all are
+    reported unrepaired, and the count is left alone (a second repair does the same: idempotent)."""
+    monkeypatch.setattr(blockfmt_vdi.check, "MAX_SPLIT_BLOCKS", 1)
+    path = make(tmp_path, 4, 2)
+    corrupt(path, bmap=[1, 1, 1, 0])
+    before = path.read_bytes()
+    repaired, again = repair(path)
+    assert repaired.messages == [
+        "ERROR: block index 1 also used by 1",
+        "ERROR: block index 1 also used by 1",
+        "ERROR: allocated blocks mismatch, is 4, should be 2",
+        "(not repaired: more than 1 block map entries share a data block, and repair gives each its "
+        "own copy; nothing was changed)",
+    ]
+    assert (repaired.corruptions, repaired.corruptions_fixed) == (3, 0)
+    assert path.read_bytes() == before  # nothing is copied unless all of them are
+    assert again.messages == repaired.messages[:3] and again.corruptions == 3
+    monkeypatch.setattr(blockfmt_vdi.check, "MAX_SPLIT_BLOCKS", 64)
+    repaired, again = repair(path)
+    assert (repaired.corruptions, again.messages) == (0, [])
+    assert blocks_of(path, 4) == [b"\x02", b"\x02", b"\x02", b"\x01"]
+    assert allocated_count(path) == 4 and sorted(entries(path, 4)) == [0, 1, 2, 3]
 
 
 class LoggingFile(OsImageFile):
@@ -126,10 +152,10 @@ def test_duplicate_repair_loses_nothing_at_any_crash_point(duplicate, tmp_path):
         file.close()
     log = file.log
     kinds = [op[0] for op in log]
-    # the copy is flushed before the map entry moves to it, the map before the count goes down
-    copy = kinds.index("write", 2)  # after the dropped entry and its flush
+    # the copy is flushed before the map entry moves to it, the map before the count is written
+    copy = kinds.index("write")
     assert log[copy] == ("write", DATA, b"\x03" * MIB)
-    assert kinds[copy + 1] == "flush" and log[copy + 2][:2] == ("write", 0x200)
+    assert kinds[copy + 1] == "flush" and log[copy + 2][:2] == ("write", 0x200 + 4 * 2)  # block 2
     assert kinds[copy + 3] == "flush" and log[copy + 4][:2] == ("write", 0)
     for crash in range(len(log) + 1):
         state = bytearray(original)
@@ -140,10 +166,9 @@ def test_duplicate_repair_loses_nothing_at_any_crash_point(duplicate, tmp_path):
                 del state[op[1] :]
         crashed = tmp_path / f"crash{crash}.vdi"
         crashed.write_bytes(state)
-        got = blocks_of(crashed, 3)
-        assert got[:2] == [b"\x03", b"\x02"], crash  # block 2 is the freed duplicate: 3 or 0
+        assert blocks_of(crashed, 3) == [b"\x03", b"\x02", b"\x03"], crash
         # what QEMU would allocate next is never a live slot
-        live = set(entries(crashed, 3)[:2])
+        live = set(entries(crashed, 3))
         assert allocated_count(crashed) not in live, crash
 
 
@@ -156,7 +181,8 @@ def test_duplicate_repair_satisfies_qemu_and_its_next_allocation(duplicate, qemu
         "No errors were found on the image."
     )
     qemu_img_ok(qemu_io, "-f", "vdi", "-c", f"write -P 0x44 {2 * MIB} {MIB}", str(duplicate))
-    assert blocks_of(duplicate, 3) == [b"\x03", b"\x02", b"\x44"]  # QEMU's new block overwrote nothing
+    # QEMU wrote block 2 in its own copy: block 0, which shared its slot before, kept its data
+    assert blocks_of(duplicate, 3) == [b"\x03", b"\x02", b"\x44"]
     assert qemu_img_ok(qemu_img, "check", "-f", "vdi", str(duplicate)).strip() == (
         "No errors were found on the image."
     )

@@ -9,7 +9,10 @@ QEMU repairs nothing; ``RepairMode.ALL`` here fixes what is safe without guessin
   its data is not in the file, so the block reads as zeros before and after;
 - a block cut short by end of file gets the file extended to cover it (the missing tail reads
   as zeros, as it did);
-- the later of two entries sharing a data block is dropped (the first keeps the data);
+- the later of two entries sharing a data block gets its own copy of the block (both read what
+  they read before; dropping it would turn readable data into zeros), when everything else is
+  repairable and there are at most :data:`MAX_SPLIT_BLOCKS` of them: otherwise (a hostile map
+  of millions of duplicates) they are reported and left as they are, and the count is not touched;
 - the count is rewritten from the repaired map, last. QEMU allocates at ``blocks_allocated``, so
   a count over a sparse map would let QEMU overwrite a live block: when kept entries lie at or
   above the new count, the data area is compacted first (:meth:`VdiDriver.compact`: the highest
@@ -39,6 +42,9 @@ _EMPTY_PAGE = b"\xff" * (PAGE_ENTRIES * 4)
 #: problems listed one per line; a hostile map can hold millions (the counts stay exact), and
 #: listing them all would take gigabytes where QEMU streams them to stderr
 MAX_MESSAGES = 10_000
+#: blocks one repair copies to give shared data blocks their own copies (each copy is one block of
+#: I/O and file space; a real image has a few duplicates, a hostile map millions)
+MAX_SPLIT_BLOCKS = 64
 
 
 @dataclass
@@ -49,11 +55,14 @@ class _Scan:
     allocated: int = 0  # entries kept: what the count must say after repair
     counted: int = 0  # entries below blocks_in_image, as QEMU counts them
     drops: list[int] = field(default_factory=list)
+    duplicates: int = 0  # entries naming a slot an earlier entry names (found by a repair)
+    splits: list[tuple[int, int]] = field(default_factory=list)  # their (block, entry), to get copies
     extend_to: int = 0
     max_entry: int = -1
     max_block: int = -1  # the block whose entry is max_entry
     rewrite_count: bool = False
     complete: bool = True  # False when the map could not be read to its end: nothing is repaired then
+    fix: bool = False  # a repair: False for a check, and for a repair given up before it started
     seen: bytearray = field(default_factory=bytearray)  # bit per data-area slot named by a kept entry
 
 
@@ -64,11 +73,7 @@ def check_image(driver: VdiDriver, repair: RepairMode) -> CheckResult:
     """
     scan = _scan(driver, repair is RepairMode.ALL)
     result = scan.result
-    if (
-        repair is RepairMode.ALL
-        and scan.complete
-        and (scan.drops or scan.extend_to or result.corruptions_fixed)
-    ):
+    if scan.fix and scan.complete and (scan.drops or scan.extend_to or result.corruptions_fixed):
         driver.unmap_blocks(scan.drops)
         driver.extend_file(scan.extend_to)
         if scan.rewrite_count:
@@ -86,7 +91,8 @@ def _moves_below(driver: VdiDriver, scan: _Scan) -> list[tuple[int, int, int]]:
     (``scan.seen``). The count is at most ``blocks_in_image``, one kept entry per virtual block.
     """
     count = scan.allocated
-    if scan.max_entry < count:
+    splits = [(entry, block) for block, entry in scan.splits if entry < count]
+    if scan.max_entry < count and not splits:
         return []
     holes = [
         slot
@@ -96,10 +102,15 @@ def _moves_below(driver: VdiDriver, scan: _Scan) -> list[tuple[int, int, int]]:
         if not scan.seen[byte] & (1 << (slot % 8))
     ]
     movers = sorted(
-        (entry, first + slot)
-        for first, page in _used_pages(driver)
-        for slot, entry in enumerate(page)
-        if count <= entry and is_allocated(entry)
+        [
+            *(
+                (entry, first + slot)
+                for first, page in _used_pages(driver)
+                for slot, entry in enumerate(page)
+                if count <= entry and is_allocated(entry)
+            ),
+            *splits,
+        ]
     )
     return [(block, entry, hole) for (entry, block), hole in zip(movers, holes, strict=True)]
 
@@ -115,18 +126,48 @@ def _used_pages(driver: VdiDriver) -> Iterator[tuple[int, array.array[int]]]:
             yield first, page
 
 
+def _shares_too_many(driver: VdiDriver, eof_entry: int) -> bool:
+    """Whether a repair would have to copy more than MAX_SPLIT_BLOCKS blocks for entries sharing
+    a slot in the file (those past end of file are dropped, not copied); stops as soon as it knows.
+
+    Per page: a C-speed sort and set, then one step per distinct entry (a hostile map of millions
+    of zeros is a few steps per page).
+    """
+    seen = bytearray(-(-eof_entry // 8))
+    shared = 0
+    for _, page in _used_pages(driver):
+        entries = sorted(page)
+        in_file = entries[: bisect.bisect_left(entries, eof_entry)]
+        distinct = set(in_file)
+        shared += len(in_file) - len(distinct)
+        for entry in distinct:
+            byte, bit = divmod(entry, 8)
+            shared += bool(seen[byte] & (1 << bit))
+            seen[byte] |= 1 << bit
+        if shared > MAX_SPLIT_BLOCKS:
+            return True
+    return False
+
+
 def _scan(driver: VdiDriver, fix: bool) -> _Scan:
     header = driver.header
     bii = header.blocks_in_image
     # QEMU's vdi_co_check fills no allocation counters or end offset, so qemu-img prints none.
     result = CheckResult()
-    scan = _Scan(result)
-    seen = scan.seen = bytearray(-(-bii // 8))
-    large_seen: set[int] = set()  # slots at or above blocks_in_image named by a kept (too-large) entry
     offset_data, block_size, file_end = header.offset_data, driver.block_size, driver.file_end
     # the first entry whose block starts at or past end of file, and the one cut short by it (if any)
     eof_entry = max(0, -(-(file_end - offset_data) // block_size))
     cut_entry = eof_entry - 1 if (file_end - offset_data) % block_size else -1
+    given_up = False
+    if fix:
+        try:
+            given_up = _shares_too_many(driver, eof_entry)
+        except CorruptImageError:
+            pass  # the scan below reports the map cut short, and repairs nothing
+    fix = fix and not given_up
+    scan = _Scan(result, fix=fix)
+    seen = scan.seen = bytearray(-(-bii // 8))
+    large_seen: set[int] = set()  # slots at or above blocks_in_image named by a kept (too-large) entry
 
     unlisted = 0
 
@@ -177,10 +218,12 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
                     used = seen[byte] & (1 << bit)
                     seen[byte] |= 1 << bit
                 if used:
-                    report(fix, "block index {} also used by {}", entry, entry)
-                    if fix:
-                        scan.drops.append(block)
-                        continue
+                    if fix:  # reported after the scan: the copy is made only if everything is repaired
+                        scan.duplicates += 1
+                        if len(scan.splits) < MAX_MESSAGES:
+                            scan.splits.append((block, entry))
+                    else:
+                        report(False, "block index {} also used by {}", entry, entry)
                 scan.allocated += 1
                 end = start + block_size
                 if not past_eof and end > file_end:
@@ -192,10 +235,24 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
         result.corruptions += 1
         result.messages.append(f"ERROR: {err}")
         scan.complete = False
+    if scan.duplicates:
+        # The later user of a shared block gets its own copy (a too-large one is moved below the
+        # count anyway, which is its copy): only in a repair that fixes everything, as the copies
+        # are made by the compaction, and only up to MAX_SPLIT_BLOCKS of them.
+        split = scan.complete and result.corruptions == 0 and scan.duplicates <= MAX_SPLIT_BLOCKS
+        for _, entry in scan.splits:
+            report(split, "block index {} also used by {}", entry, entry)
+        unreported = scan.duplicates - len(scan.splits)
+        result.corruptions += unreported
+        unlisted += unreported
+        if not split:
+            scan.splits.clear()
     if scan.complete:
         count = header.blocks_allocated
         clean = fix and result.corruptions == 0
-        scan.rewrite_count = clean and (scan.allocated != count or scan.max_entry >= scan.allocated)
+        scan.rewrite_count = clean and (
+            scan.allocated != count or scan.max_entry >= scan.allocated or bool(scan.splits)
+        )
         if scan.counted != count:
             report(clean, "allocated blocks mismatch, is {}, should be {}", scan.counted, count)
         elif scan.max_entry >= count:
@@ -209,6 +266,11 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
             )
     if unlisted:
         result.messages.append(f"({unlisted} more problems of the kinds above are counted but not listed)")
+    if given_up:
+        result.messages.append(
+            f"(not repaired: more than {MAX_SPLIT_BLOCKS} block map entries share a data block, and "
+            "repair gives each its own copy; nothing was changed)"
+        )
     return scan
 
 

@@ -278,34 +278,15 @@ class VdiDriver(FormatDriver):
     ) -> None:
         """Store *count* new blocks at data-area index *entry*: *chunk* at virtual *start*, zeros around it.
 
-        Blocks placed at or past the end of the file need no padding: the file is extended over
-        them and the hole reads as zeros, so only the caller's bytes are written and the image stays
-        sparse. Elsewhere (spare space inside the file may hold old bytes) whole blocks go out in a
-        single write straight from the caller's buffer, and a partial first or last block is padded
-        in a block-sized buffer of its own.
+        New blocks always lie at or past the end of the file (:meth:`_next_free_entry`; each run of a
+        write starts where the previous one ended), so they need no padding: the file is extended
+        over them and the hole reads as zeros; only the caller's bytes are written and the image
+        stays sparse.
         """
         bs = self.block_size
         host = self.host_offset(entry)
-        head = start - block_start
-        tail = count * bs - head - len(chunk)
-        if host >= self.file_end:
-            self.file.truncate(host + count * bs)
-            self.file.pwrite(chunk, host + head)
-        elif head == 0 and tail == 0:
-            self.file.pwrite(chunk, host)
-        elif count == 1:
-            block = bytearray(bs)
-            block[head : head + len(chunk)] = chunk
-            self.file.pwrite(block, host)
-        else:
-            first = bytearray(bs)
-            first[head:] = chunk[: bs - head]
-            self.file.pwrite(first, host)
-            middle_end = len(chunk) - (bs - tail)
-            self.file.pwrite(chunk[bs - head : middle_end], host + bs)
-            last = bytearray(bs)
-            last[: bs - tail] = chunk[middle_end:]
-            self.file.pwrite(last, host + (count - 1) * bs)
+        self.file.truncate(host + count * bs)
+        self.file.pwrite(chunk, host + start - block_start)
         self.file_end = max(self.file_end, host + count * bs)
 
     def write_zeroes(self, offset: int, length: int, *, unmap: bool = False) -> None:
@@ -396,6 +377,8 @@ class VdiDriver(FormatDriver):
         for _, source, target in moves:
             block = self.file.pread_exact(self.block_size, self.host_offset(source), "VDI block")
             self.file.pwrite(block, self.host_offset(target))
+            # a copy for a shared block may be the first to use a slot past end of file
+            self.file_end = max(self.file_end, self.host_offset(target) + self.block_size)
         if moves:
             self.file.flush()
             for virtual, _, target in moves:
