@@ -137,6 +137,9 @@ def replay(corpus: Path) -> int:
 
     from .layouts import LAYOUTS
 
+    if not corpus.is_dir():
+        print(f"atheris replay: no corpus at {corpus} (a fuzz run makes one)")
+        return 0
     failures = 0
     inputs = sorted(p for p in corpus.iterdir() if p.is_file())
     for path in inputs:
