@@ -427,7 +427,7 @@ def adopt_artifacts(
         fmt, store, fix = decode_input(raw, formats)
         if fix and fmt in layouts:
             try:
-                fix_layout_checksums(store, layouts[fmt](store))
+                fix_layout_checksums(store, layouts[fmt](store), fmt)
             except Exception:
                 pass
         kind = name.split("-", 1)[0]

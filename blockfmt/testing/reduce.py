@@ -90,7 +90,7 @@ class _Oracle:
             store.write(piece, offset)
         if self.layout_of is not None:
             try:
-                fix_layout_checksums(store, self.layout_of(store))
+                fix_layout_checksums(store, self.layout_of(store), self.fmt)
             except Exception:
                 pass  # the layout no longer parses: the checksums stay as they are
         return store
@@ -125,7 +125,7 @@ def reduce_input(
     started = time.monotonic()
     fmt, original, fix = decode_input(data, formats)
     if fix and fmt in layouts:
-        fix_layout_checksums(original, layouts[fmt](original))
+        fix_layout_checksums(original, layouts[fmt](original), fmt)
     records = _records(original)
     oracle = _Oracle(fmt, original.size, None, limits, make_host)
     target = oracle.signature(records)  # the input as the replay test sees it

@@ -83,7 +83,7 @@ def test_a_libfuzzer_artifact_becomes_a_stored_input(tmp_path) -> None:
     assert not (tmp_path / "crash-0123abcd").exists()
     fmt, store, fix = decode_input((tmp_path / names[1]).read_bytes(), FORMATS)
     expected = SparseBytes.from_bytes(damaged)
-    fix_layout_checksums(expected, vhdx_layout(expected))
+    fix_layout_checksums(expected, vhdx_layout(expected), "vhdx")
     assert (fmt, fix) == ("vhdx", False)
     assert store.to_bytes() == expected.to_bytes() != bytes(damaged)
     note = (tmp_path / names[1].replace(".vhdx.in", ".txt")).read_text()
