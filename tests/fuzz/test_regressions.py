@@ -4,7 +4,8 @@ Inputs live in ``regressions/`` as ``<name>.<format>.bz2`` (the image file) or, 
 coverage-guided fuzzer, ``<name>.<format>.in`` (its compact encoding, see
 :mod:`blockfmt.testing.atheris_fuzz`), each with a ``<name>.txt`` note (mutations, stage,
 traceback). ``OPEN`` lists findings not fixed yet, with the file that owns the fix: they are strict
-xfails, so the fix turns them into an XPASS that asks for the entry to be removed.
+xfails, so the fix turns them into an XPASS that asks for the entry to be removed (and the input
+to move from ``regressions/open/`` to ``regressions/``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ OPEN: dict[str, str] = {
 
 
 def _stored() -> list[Path]:
-    return sorted([*REGRESSIONS.glob("*.bz2"), *REGRESSIONS.glob("*.in")])
+    """Every stored input; those of open findings live in ``open/``, out of the fuzzer's seeds (a
+    seed that breaks an invariant would fail every short fuzz run until it is fixed)."""
+    return sorted(
+        path for folder in (REGRESSIONS, REGRESSIONS / "open") for pattern in ("*.bz2", "*.in")
+        for path in folder.glob(pattern)
+    )  # fmt: skip
 
 
 def _name_and_format(path: Path) -> tuple[str, str]:
