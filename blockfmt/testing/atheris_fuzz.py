@@ -31,7 +31,6 @@ import importlib
 import os
 import pkgutil
 import re
-import resource
 import signal
 import struct
 import subprocess
@@ -45,12 +44,11 @@ from typing import Any
 
 from .fuzz import (
     UNMUTATED,
-    CaseTimeout,
     FuzzCase,
     Layout,
     Limits,
     SparseBytes,
-    _address_space,
+    bound_this_process,
     check_invariants,
     fix_checksums_of,
 )
@@ -231,14 +229,7 @@ def fuzz_main(
     """
     import atheris
 
-    usage = _address_space()
-    if usage:
-        resource.setrlimit(resource.RLIMIT_AS, (usage + limits.memory, resource.RLIM_INFINITY))
-
-    def expire(signum: int, frame: Any) -> None:
-        raise CaseTimeout()
-
-    signal.signal(signal.SIGALRM, expire)
+    bound_this_process(limits)
     _instrument(atheris, instrument)
     from ..host import default_host
 

@@ -59,6 +59,7 @@ __all__ = [
     "RecordingFile",
     "Seed",
     "SparseBytes",
+    "bound_this_process",
     "check_invariants",
     "fix_checksums_of",
     "make_case",
@@ -651,14 +652,7 @@ def _worker(
     limits: Limits,
     make_host: Callable[[], Host],
 ) -> None:
-    usage = _address_space()
-    if usage:
-        resource.setrlimit(resource.RLIMIT_AS, (usage + limits.memory, resource.RLIM_INFINITY))
-
-    def expire(signum: int, frame: Any) -> None:
-        raise CaseTimeout()
-
-    signal.signal(signal.SIGALRM, expire)
+    bound_this_process(limits)
     host = make_host()
     while True:
         try:
@@ -680,6 +674,20 @@ def _worker(
             outcome = CaseOutcome("failure", "harness", traceback.format_exc())
             mutations = ()
         conn.send((outcome, mutations))
+
+
+def bound_this_process(limits: Limits) -> None:
+    """Apply a case's bounds to the whole process that runs cases: address space beyond what it
+    already uses capped at ``limits.memory`` (``RLIMIT_AS``), and ``SIGALRM`` raising
+    :class:`CaseTimeout`, so the caller arms ``signal.alarm`` per case."""
+    usage = _address_space()
+    if usage:
+        resource.setrlimit(resource.RLIMIT_AS, (usage + limits.memory, resource.RLIM_INFINITY))
+
+    def expire(signum: int, frame: Any) -> None:
+        raise CaseTimeout()
+
+    signal.signal(signal.SIGALRM, expire)
 
 
 def _address_space() -> int:
