@@ -74,8 +74,13 @@ more ``--repeat``.
 
 Every row also shows CPU time, user + system of each side's whole process from ``wait4``
 (``q cpu``, ``bf cpu``; for worker rows interpreter start and imports included), and ``cpu r``,
-their ratio of medians. ``--load N`` keeps N CPU-spinning processes running throughout, to see
-whether a side slows down more than the other on a busy machine.
+their ratio of medians. ``--load N`` keeps N CPU-spinning processes running while the cases run
+(not while their sources are built), to see whether a side slows down more than the other on a
+busy machine.
+
+``--only REGEX`` runs the cases whose names it matches, and builds only the source images those
+read (a 64 TiB image is made only for the huge-BAT rows). Each row is printed as soon as its case
+has finished.
 
 ``--check`` exits 1 when a target is missed: ratio <= 1.0 for convert and sequential reads, and
 for VHDX allocating writes; a CPU ratio <= 1.5 for the ``cvt`` rows; open below 0.2 s (operation
@@ -209,6 +214,9 @@ class Case:
     qemu: list[str]
     worker: list[str]
     prepare: Callable[[], object] = lambda: None
+    #: builds what the case reads (source images), once, before its first run: only the cases
+    #: ``--only`` selects pay for their sources
+    setup: Callable[[], object] = lambda: None
     ratio_target: float | None = None
     #: the highest blockfmt/qemu ratio of median CPU time (user + system) that meets the target
     cpu_target: float | None = None
@@ -293,11 +301,32 @@ class Bench:
         self.formats = formats
         self.img, self.io = tools["qemu-img"], tools["qemu-io"]
         self.python = sys.executable
+        #: the sources built so far (see :meth:`need`)
+        self._built: set[tuple[str, ...]] = set()
 
     # -- sources --------------------------------------------------------------
 
     def path(self, name: str) -> str:
         return str(self.dir / name)
+
+    def _once(self, key: tuple[str, ...], build: Callable[[], object]) -> None:
+        if key not in self._built:
+            build()
+            self._built.add(key)
+
+    def need_sources(self, fmt: str) -> None:
+        """The sparse and full FMT images (and the raw ones they are made from)."""
+        self._once(("raw",), self.make_raw_sources)
+        if fmt != "raw":
+            self._once(("fmt", fmt), lambda: self.make_format_sources(fmt))
+
+    def need_tmpfs_source(self, fmt: str) -> Path:
+        """The full FMT image copied to tmpfs (the tmpfs cvt rows read it there)."""
+        assert self.tmpfs is not None
+        copy = self.tmpfs / f"full.{fmt}"
+        self.need_sources(fmt)
+        self._once(("tmpfs", fmt), lambda: shutil.copyfile(self.path(f"full.{fmt}"), copy))
+        return copy
 
     def make_raw_sources(self) -> None:
         """Write the sparse and the full raw source with incompressible data."""
@@ -319,7 +348,6 @@ class Bench:
         for layout in ("sparse", "full"):
             target = self.path(f"{layout}.{fmt}")
             quiet_run([self.img, "convert", "-f", "raw", "-O", fmt, self.path(f"{layout}.raw"), target])
-        quiet_run([self.img, "create", "-q", "-f", fmt, self.path(f"open.{fmt}"), str(OPEN_SIZE)])
 
     def block_size(self, fmt: str) -> int:
         """The allocation unit qemu-img reports for a fresh write-case image."""
@@ -338,6 +366,7 @@ class Bench:
             [self.img, "convert", "-t", "writeback", "-f", src_fmt, "-O", dst_fmt, src, dst],
             self.worker("convert", src, src_fmt, dst, dst_fmt),
             prepare=lambda: Path(dst).unlink(missing_ok=True),
+            setup=lambda: self.need_sources(src_fmt),
             ratio_target=MAX_RATIO,
         )
 
@@ -348,20 +377,20 @@ class Bench:
         ``flush``: both with ``-t writeback``, which flushes the target once at the end. The floor
         is ``cp --sparse=always`` of the source (then ``sync`` of the copy for ``flush``).
         """
+        on_tmpfs = where == self.tmpfs
         src, dst = str(where / f"full.{fmt}"), str(where / f"cvt-out.{fmt}")
-        if not os.path.exists(src):
-            shutil.copyfile(self.path(f"full.{fmt}"), src)
         cache = ["-t", "writeback"] if mode == "flush" else []
         args = ["convert", *cache, "-f", fmt, "-O", fmt, src, dst]
         floor = ["cp", "--sparse=always", src, dst]
         if mode == "flush":
             floor = ["sh", "-c", 'cp --sparse=always "$0" "$1" && sync "$1"', src, dst]
-        fs = "tmpfs" if where == self.tmpfs else "ext4"
+        fs = "tmpfs" if on_tmpfs else "ext4"
         return Case(
             f"cvt {fmt}->{fmt} {mode} {fs}",
             [self.img, *args],
             [str(Path(sys.executable).with_name("blockfmt-img")), *args],
             prepare=lambda: Path(dst).unlink(missing_ok=True),
+            setup=lambda: self.need_tmpfs_source(fmt) if on_tmpfs else self.need_sources(fmt),
             ratio_target=MAX_RATIO,
             cpu_target=MAX_CPU_RATIO,
             whole_process=True,
@@ -377,6 +406,7 @@ class Bench:
             f"read {fmt} 1M seq",
             [self.io, "-r", "-f", fmt, *commands, src],
             self.worker("read", src, fmt, str(READ_REQUEST)),
+            setup=lambda: self.need_sources(fmt),
             ratio_target=MAX_RATIO,
         )
 
@@ -398,10 +428,13 @@ class Bench:
 
     def open_case(self, fmt: str) -> Case:
         path = self.path(f"open.{fmt}")
+        size = OPEN_SIZE_RAW if fmt == "raw" else OPEN_SIZE
+        create = [self.img, "create", "-q", "-f", fmt, path, str(size)]
         return Case(
-            f"open {fmt} {(OPEN_SIZE_RAW if fmt == 'raw' else OPEN_SIZE) // TiB}T",
+            f"open {fmt} {size // TiB}T",
             [self.img, "info", "-f", fmt, path],
             self.worker("open", path, fmt),
+            setup=lambda: quiet_run(create),
             open_target=True,
         )
 
@@ -419,9 +452,12 @@ class Bench:
     def huge_bat_cases(self) -> list[Case]:
         """info, check and convert of a 64 TiB VHDX with 1 MiB blocks (a 512 MiB BAT)."""
         path = self.path("huge.vhdx")
-        quiet_run(
-            [self.img, "create", "-q", "-f", "vhdx", "-o", f"block_size={HUGE_BLOCK}", path, str(HUGE_SIZE)]
-        )
+        options = ["-o", f"block_size={HUGE_BLOCK}"]
+        create = [self.img, "create", "-q", "-f", "vhdx", *options, path, str(HUGE_SIZE)]
+
+        def setup() -> None:
+            self._once(("huge",), lambda: quiet_run(create))
+
         blockfmt_img = str(Path(sys.executable).with_name("blockfmt-img"))
         cut = ["sh", "-c", f'timeout {HUGE_QEMU_LIMIT} "$@"; true', "sh"]
         cases = [
@@ -429,6 +465,7 @@ class Bench:
                 f"huge-BAT 64T {op}",
                 [self.img, op, "-f", "vhdx", path],
                 [blockfmt_img, op, "-f", "vhdx", path],
+                setup=setup,
                 ratio_target=MAX_RATIO,
                 whole_process=True,
                 rss_target=HUGE_MAX_RSS,
@@ -447,6 +484,7 @@ class Bench:
                     [*cut, self.img, *args],
                     [blockfmt_img, *args],
                     prepare=lambda out=out: Path(out).unlink(missing_ok=True),
+                    setup=setup,
                     ratio_target=MAX_RATIO,
                     whole_process=True,
                     rss_target=HUGE_MAX_RSS,
@@ -468,10 +506,12 @@ class Bench:
                     f"rand4k vhdx vs {peer} x{reads // 1000}k",
                     self.worker(f"rand4k-{peer}", src, str(reads)),
                     self.worker("rand4k", src, str(reads)),
+                    setup=lambda: self.need_sources("vhdx"),
                     ratio_target=MAX_RATIO if peer == "libvhdi" else None,
                     reference_worker=True,
                 )
             )
+        return cases
 
     def io_commands_cases(self, fmt: str) -> list[Case]:
         """qemu-io and blockfmt-io running many small writes in one process, from ``-c`` and stdin,
@@ -511,13 +551,9 @@ class Bench:
         return cases
 
     def cases(self) -> list[Case]:
-        self.make_raw_sources()
+        """Every case, its sources not built yet (each case's ``setup`` builds what it reads)."""
         cases = []
         for fmt in self.formats:
-            if fmt != "raw":
-                self.make_format_sources(fmt)
-            else:
-                quiet_run([self.img, "create", "-q", "-f", "raw", self.path("open.raw"), str(OPEN_SIZE_RAW)])
             for layout in ("sparse", "full"):
                 cases.append(self.convert_case(fmt, "raw", layout))
                 if fmt != "raw":
@@ -591,33 +627,33 @@ def cpu_ratio(case: Case) -> float:
     )
 
 
-def render(cases: list[Case], repeat: int) -> str:
+def render_head(repeat: int) -> str:
+    """The lines above the rows."""
     head = (
         f"{'case':<28} {'qemu s':>8} {'bf op s':>8} {'bf proc':>8} {'ratio':>6} {'r proc':>6} "
         f"{'r best':>6} {'qemu RSS':>9} {'bf RSS':>8} {'q cpu':>6} {'bf cpu':>6} {'cpu r':>5} "
         f"{'floor':>6}  target"
     )
-    lines = [f"median of {repeat} runs, warm page cache", head, "-" * len(head)]
-    for case in cases:
-        qemu = median(case.qemu_samples, "seconds")
-        bf, bf_proc = (
-            median(case.blockfmt_samples, "seconds"),
-            median(case.blockfmt_samples, "process_seconds"),
-        )
-        best = min(s.seconds for s in case.blockfmt_samples) / min(s.seconds for s in case.qemu_samples)
-        q_rss = max(s.max_rss for s in case.qemu_samples) // MiB
-        b_rss = max(s.max_rss for s in case.blockfmt_samples) // MiB
-        missed = verdict(case)
-        has_target = case.ratio_target or case.open_target or case.startup_target or case.rss_target
-        target = "MISSED: " + missed if missed else ("ok" if has_target else "-")
-        q_cpu, b_cpu = median(case.qemu_samples, "cpu_seconds"), median(case.blockfmt_samples, "cpu_seconds")
-        floor = f"{median(case.floor_samples, 'seconds'):6.3f}" if case.floor_samples else f"{'-':>6}"
-        lines.append(
-            f"{case.name:<28} {qemu:8.3f} {bf:8.3f} {bf_proc:8.3f} {bf / qemu:6.2f} {bf_proc / qemu:6.2f} "
-            f"{best:6.2f} {q_rss:7d}Mi {b_rss:6d}Mi {q_cpu:6.3f} {b_cpu:6.3f} {cpu_ratio(case):5.2f} "
-            f"{floor}  {target}"
-        )
-    return "\n".join(lines)
+    return "\n".join((f"median of {repeat} runs, warm page cache", head, "-" * len(head)))
+
+
+def render_row(case: Case) -> str:
+    """One finished case's row."""
+    qemu = median(case.qemu_samples, "seconds")
+    bf, bf_proc = median(case.blockfmt_samples, "seconds"), median(case.blockfmt_samples, "process_seconds")
+    best = min(s.seconds for s in case.blockfmt_samples) / min(s.seconds for s in case.qemu_samples)
+    q_rss = max(s.max_rss for s in case.qemu_samples) // MiB
+    b_rss = max(s.max_rss for s in case.blockfmt_samples) // MiB
+    missed = verdict(case)
+    has_target = case.ratio_target or case.open_target or case.startup_target or case.rss_target
+    target = "MISSED: " + missed if missed else ("ok" if has_target else "-")
+    q_cpu, b_cpu = median(case.qemu_samples, "cpu_seconds"), median(case.blockfmt_samples, "cpu_seconds")
+    floor = f"{median(case.floor_samples, 'seconds'):6.3f}" if case.floor_samples else f"{'-':>6}"
+    return (
+        f"{case.name:<28} {qemu:8.3f} {bf:8.3f} {bf_proc:8.3f} {bf / qemu:6.2f} {bf_proc / qemu:6.2f} "
+        f"{best:6.2f} {q_rss:7d}Mi {b_rss:6d}Mi {q_cpu:6.3f} {b_cpu:6.3f} {cpu_ratio(case):5.2f} "
+        f"{floor}  {target}"
+    )
 
 
 @contextlib.contextmanager
@@ -680,11 +716,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # an installed package has its bytecode compiled; this environment may forbid writing it
         # next to the sources, so the workers keep theirs in the scratch directory
         worker_env = {"PYTHONPYCACHEPREFIX": str(Path(workdir) / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
-        stack.enter_context(cpu_load(args.load))
+        print(render_head(args.repeat), flush=True)
         for case in cases:
-            run_case(case, args.repeat, worker_env)
-            print(f"  done: {case.name}", file=sys.stderr, flush=True)
-    print(render(cases, args.repeat))
+            case.setup()  # its sources, before the load starts
+            with cpu_load(args.load):
+                run_case(case, args.repeat, worker_env)
+            print(render_row(case), flush=True)
     missed = [c.name for c in cases if verdict(c)]
     if args.check and missed:
         print(f"bench: targets missed: {', '.join(missed)}", file=sys.stderr)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -74,3 +76,28 @@ def test_bench_rejects_an_unknown_format() -> None:
     result = run_tool([sys.executable, str(BENCH), "--formats", "qcow9"])
     assert result.returncode == 2
     assert "unknown formats ['qcow9']" in result.stderr
+
+
+def _load_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("blockfmt_bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.qemu
+def test_listing_the_cases_builds_no_source_image(tmp_path: Path, qemu_img: str, qemu_io: str) -> None:
+    """``--only`` filters the listed cases; listing them must not build the large sources (the
+    1 GiB images, the 64 TiB ones): each case's setup builds what it reads, once."""
+    bench = _load_bench()
+    tools = {"qemu-img": qemu_img, "qemu-io": qemu_io}
+    runner = bench.Bench(tmp_path, bench.QUICK_SIZES, ["vhdx"], tools, tmp_path / "shm")
+    cases = {case.name: case for case in runner.cases()}
+    assert "huge-BAT 64T info" in cases and "io stdin writeback vhdx" in cases
+    assert any(name.startswith("rand4k vhdx vs preadv") for name in cases)
+    built = {p.name for p in tmp_path.iterdir()}
+    assert not built & {"full.raw", "full.vhdx", "huge.vhdx", "open.vhdx"}, built
+    cases["open vhdx 64T"].setup()
+    assert {p.name for p in tmp_path.iterdir()} - built == {"open.vhdx"}
