@@ -144,14 +144,23 @@ class BatGeometry:
 
 
 def _continued(raw: memoryview, first: int, step: int, count: int) -> int:
-    """How many of the *count* entries in *raw* (at least 1) go on from *first* by *step* each:
-    one comparison when all do, a binary search over prefix comparisons where one does not."""
-    if count == 1:
-        return 1
-    expected = array.array("Q", range(first, first + count * step, step)).tobytes()
-    if raw[: len(expected)] == expected:
+    """How many of the *count* entries in *raw* (at least 1) go on from *first* by *step* each.
+
+    Prefixes of doubling length are compared until one differs, then the break is found by binary
+    search within the last: the cost follows the run found, not *count* (comparing the whole
+    stretch up front made a BAT of one-block runs quadratic per chunk).
+    """
+    good, size = 1, 2
+    expected = b""
+    while good < count:
+        size = min(size, count)
+        expected = array.array("Q", range(first, first + size * step, step)).tobytes()
+        if raw[: len(expected)] != expected:
+            break
+        good, size = size, size * 2
+    else:
         return count
-    lo, hi = 1, count
+    lo, hi = good, size
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if raw[: mid * BAT_ENTRY_SIZE] == expected[: mid * BAT_ENTRY_SIZE]:

@@ -9,22 +9,25 @@ Added here, one corruption each, both fixed by ``-r all``: a damaged copy of the
 (rewritten from the valid copy: QEMU reads only the first one), and a LogGuid left set over a log
 without a valid active sequence (cleared: QEMU, which ignores Tail, would otherwise replay what
 the spec calls invalid, or refuse a read-only open).
-The BAT is streamed page by page, data blocks checked a run at a time (blocks stored one after the
-other), so memory does not grow with the disk; at most :data:`MAX_MESSAGES` problems are listed
-(counts stay exact) and repairs are committed in batches of at most :data:`FIX_BATCH` entries.
+The BAT is streamed page by page and data blocks checked a run at a time (blocks stored one after
+the other); overlaps are found with one byte per MiB of the file (payload blocks are MiB-aligned),
+so memory grows neither with the disk nor with how fragmented or hostile its BAT is; at most
+:data:`MAX_MESSAGES` problems are listed (counts stay exact) and repairs are committed in batches of
+at most :data:`FIX_BATCH` entries.
 Cluster counts and the image end offset stay unset, as QEMU's VHDX check leaves them, so
 ``qemu-img check`` output is reproduced line for line.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 
 from blockfmt.driver import CheckResult, RepairMode
 from blockfmt.errors import CorruptImageError
 
 from .bat import KIND_DATA, KIND_PARENT, KIND_PARTIAL, KIND_ZERO, BatPage, make_entry
-from .constants import BAT_OFFSET_MASK, BAT_STATE_MASK, BatState
+from .constants import BAT_OFFSET_MASK, BAT_STATE_MASK, OBJECT_ALIGNMENT, BatState
 from .image import VhdxDriver
 
 __all__ = ["FIX_BATCH", "MAX_MESSAGES", "check_image"]
@@ -56,13 +59,15 @@ def check_image(driver: VhdxDriver, repair: RepairMode) -> CheckResult:
         driver.clear_log_guid()
         result.corruptions_fixed += 1
     driver.refresh_file_size()
-    placed = _BatScan(driver, result, repair is RepairMode.ALL).scan()
+    claims = _SlotClaims()
+    for run in _BatScan(driver, result, repair is RepairMode.ALL).scan():
+        claims.claim(run, driver.block_size)
     if driver.differencing is not None:
         bitmap_problems = driver.differencing.bitmaps.check()
         for message in bitmap_problems:
             _note(result, message)
         result.corruptions += len(bitmap_problems)
-    _report_overlaps(driver, result, placed)
+    _report_overlaps(driver, result, claims)
     return result
 
 
@@ -80,14 +85,12 @@ class _BatScan:
         self.repair = repair
         self.fixes: dict[int, int] = {}
 
-    def scan(self) -> list[_Run]:
-        """Check every payload block; returns the data runs, one per stretch of consecutive blocks."""
-        driver = self.driver
-        placed: list[_Run] = []
-        for page in driver.bat.stream():
-            placed.extend(self._scan_page(page))
+    def scan(self) -> Iterator[_Run]:
+        """Check every payload block, yielding the usable data runs in block order, one per stretch
+        of blocks stored one after the other."""
+        for page in self.driver.bat.stream():
+            yield from self._scan_page(page)
         self._commit()
-        return placed
 
     def _scan_page(self, page: BatPage) -> Iterator[_Run]:
         driver, bs = self.driver, self.driver.block_size
@@ -106,7 +109,8 @@ class _BatScan:
                 except CorruptImageError:
                     yield from self._blocks_one_by_one(block, count)
                     continue
-                yield offset, offset + count * bs, block
+                last = block + count - 1
+                yield offset, offset + (count - 1) * bs + driver.geometry.block_length(last), block
 
     def _blocks_one_by_one(self, first: int, count: int) -> list[_Run]:
         """A run with a bad block: judge each block, keep the good ones."""
@@ -117,7 +121,7 @@ class _BatScan:
             except CorruptImageError as err:
                 self._unusable(block, err)
                 continue
-            good.append((offset, offset + self.driver.block_size, block))
+            good.append((offset, offset + self.driver.geometry.block_length(block), block))
         return good
 
     def _unusable(self, block: int, err: CorruptImageError) -> None:
@@ -137,22 +141,61 @@ class _BatScan:
             self.fixes = {}
 
 
-def _report_overlaps(driver: VhdxDriver, result: CheckResult, placed: list[_Run]) -> None:
-    """Each block that starts inside an earlier-placed block is one corruption (not repaired)."""
-    bs, payload_index = driver.block_size, driver.geometry.payload_index
-    placed.sort(key=lambda run: (run[0], run[2]))
-    reach: _Run | None = None  # the run reaching furthest into the file so far
-    for run in placed:
-        start, end, first = run
-        if reach is not None and start < reach[1]:
-            for offset in range(start, min(end, reach[1]), bs):
-                other = reach[2] + (offset - reach[0]) // bs
-                block = first + (offset - start) // bs
-                _note(
-                    result,
-                    f"VHDX BAT entry {payload_index(block)} offset {offset} overlaps with "
-                    f"BAT entry {payload_index(other)} (offset {reach[0] + (other - reach[2]) * bs})",
-                )
-                result.corruptions += 1
-        if reach is None or end > reach[1]:
-            reach = run
+class _SlotClaims:
+    """Which MiB of the file the data runs seen so far occupy: one byte per MiB, set by its first
+    claimant, so finding overlaps costs memory for the file's size only. A later block claiming a
+    taken MiB overlaps an earlier one (in BAT order); up to :data:`MAX_MESSAGES` of them are kept
+    to be named, all of them counted."""
+
+    def __init__(self) -> None:
+        self.taken = bytearray()
+        #: (block, its offset, the first taken MiB it claims) of the overlapping blocks listed
+        self.overlaps: list[tuple[int, int, int]] = []
+        self.count = 0
+
+    def claim(self, run: _Run, block_size: int) -> None:
+        offset, end, first = run
+        lo, hi = offset // OBJECT_ALIGNMENT, -(-end // OBJECT_ALIGNMENT)
+        if hi > len(self.taken):
+            self.taken.extend(bytes(hi - len(self.taken)))
+        per_block = block_size // OBJECT_ALIGNMENT
+        slot = self.taken.find(1, lo, hi)
+        while slot >= 0:  # one overlap per block with a taken MiB, then on to the next block
+            nth = (slot - lo) // per_block
+            self.count += 1
+            if len(self.overlaps) < MAX_MESSAGES:
+                self.overlaps.append((first + nth, offset + nth * block_size, slot))
+            slot = self.taken.find(1, lo + (nth + 1) * per_block, hi)
+        for at in range(lo, hi, _CLAIM_STEP):
+            stop = min(hi, at + _CLAIM_STEP)
+            self.taken[at:stop] = _TAKEN[: stop - at]
+
+
+#: MiB marked per slice assignment (a single run can span the whole disk)
+_CLAIM_STEP = 1 << 16
+_TAKEN = b"\x01" * _CLAIM_STEP
+
+
+def _report_overlaps(driver: VhdxDriver, result: CheckResult, claims: _SlotClaims) -> None:
+    """Each block that claims space an earlier block (in BAT order) holds is one corruption (not
+    repaired); the listed ones are named with the earlier block, found in a second pass."""
+    result.corruptions += claims.count
+    if not claims.overlaps:
+        return
+    wanted = sorted({slot for _block, _offset, slot in claims.overlaps})
+    owners: dict[int, tuple[int, int]] = {}  # taken MiB -> (its first claimant, that block's offset)
+    bs = driver.block_size
+    for offset, end, first in _BatScan(driver, CheckResult(), repair=False).scan():
+        lo, hi = offset // OBJECT_ALIGNMENT, -(-end // OBJECT_ALIGNMENT)
+        for slot in wanted[bisect_left(wanted, lo) : bisect_left(wanted, hi)]:
+            if slot not in owners:
+                nth = (slot * OBJECT_ALIGNMENT - offset) // bs
+                owners[slot] = (first + nth, offset + nth * bs)
+    payload_index = driver.geometry.payload_index
+    for block, offset, slot in claims.overlaps:
+        other, other_offset = owners[slot]
+        _note(
+            result,
+            f"VHDX BAT entry {payload_index(block)} offset {offset} overlaps with "
+            f"BAT entry {payload_index(other)} (offset {other_offset})",
+        )
