@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Set
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .driver import BackingLink, Extent
 from .errors import BackingChainError, BlockFormatError, InvalidOptionError
+from .records import Record
 
 if TYPE_CHECKING:
     from .fileio import ImageFile
@@ -173,15 +173,20 @@ def chain_extents(image: Image, offset: int, length: int, depth: int = 0) -> Ite
             yield Extent(ext.offset + inside, ext.length - inside, False, True, None, False, bottom)
 
 
-@dataclass
-class ChildPlan:
+class ChildPlan(Record):
     """A parent opened for a new child image, and how the child names it.
 
     :ivar relative_name: the parent's path relative to the child's directory.
     """
 
+    _fields = ("parent", "relative_name")
+    __slots__ = _fields
     parent: Image
     relative_name: str
+
+    def __init__(self, parent: Image, relative_name: str) -> None:
+        self.parent = parent
+        self.relative_name = relative_name
 
     def link(self, file: ImageFile, hooks: FormatHooks) -> None:
         """Turn the new, empty image in *file* (of the format *hooks* belong to) into a child of

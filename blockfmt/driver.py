@@ -14,11 +14,11 @@ from __future__ import annotations
 import abc
 import enum
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .errors import UnsupportedOperationError
 from .fileio import ImageFile
+from .records import FrozenRecord, Record
 
 __all__ = [
     "BackingLink",
@@ -41,8 +41,7 @@ class RepairMode(enum.Enum):
     ALL = "all"
 
 
-@dataclass(frozen=True, slots=True)
-class CreateOption:
+class CreateOption(FrozenRecord):
     """One ``-o key=value`` option of a format, as ``qemu-img create -o help`` lists it.
 
     :ivar type: ``"size"``, ``"bool"``, ``"number"`` or ``"string"`` (QEMU's QemuOptType names).
@@ -50,15 +49,21 @@ class CreateOption:
     :ivar blockdev_name: the spelling in QMP ``blockdev-create`` (``log-size`` for ``log_size``).
     """
 
+    _fields = ("name", "type", "help", "default", "blockdev_name")
+    __slots__ = _fields
     name: str
     type: str
     help: str
-    default: Any = None
-    blockdev_name: str | None = None
+    default: Any
+    blockdev_name: str | None
+
+    def __init__(
+        self, name: str, type: str, help: str, default: Any = None, blockdev_name: str | None = None
+    ) -> None:
+        self._fill(name, type, help, default, blockdev_name)
 
 
-@dataclass(frozen=True, slots=True)
-class OpenOption:
+class OpenOption(FrozenRecord):
     """One format-specific open option (``blockfmt.open(options=...)``, ``blockfmt-nbd -o``).
 
     The host checks every open against the options the format declares, so a driver receives
@@ -67,13 +72,17 @@ class OpenOption:
     :ivar choices: the values it accepts.
     """
 
+    _fields = ("name", "help", "choices")
+    __slots__ = _fields
     name: str
     help: str
     choices: tuple[Any, ...]
 
+    def __init__(self, name: str, help: str, choices: tuple[Any, ...]) -> None:
+        self._fill(name, help, choices)
 
-@dataclass(frozen=True, slots=True)
-class FormatSpec:
+
+class FormatSpec(FrozenRecord):
     """A format a plugin provides.
 
     :ivar name: the format name (``-f`` value); unique across installed plugins.
@@ -87,16 +96,28 @@ class FormatSpec:
     :ivar plugin_name: filled in by the host: the plugin that registered it.
     """
 
+    _fields = ("name", "description", "create_options", "data_only", "open_options", "plugin_name")
+    __slots__ = _fields
     name: str
     description: str
-    create_options: tuple[CreateOption, ...] = ()
-    data_only: bool = False
-    open_options: tuple[OpenOption, ...] = ()
-    plugin_name: str = ""
+    create_options: tuple[CreateOption, ...]
+    data_only: bool
+    open_options: tuple[OpenOption, ...]
+    plugin_name: str
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        create_options: tuple[CreateOption, ...] = (),
+        data_only: bool = False,
+        open_options: tuple[OpenOption, ...] = (),
+        plugin_name: str = "",
+    ) -> None:
+        self._fill(name, description, create_options, data_only, open_options, plugin_name)
 
 
-@dataclass(frozen=True, slots=True)
-class Extent:
+class Extent(FrozenRecord):
     """One run of the virtual disk with a single allocation status (``qemu-img map``).
 
     :ivar data: bytes come from the image file (``data`` in qemu-img's JSON).
@@ -107,17 +128,30 @@ class Extent:
     :ivar depth: how many backing links down the chain the range is allocated (QEMU's ``depth``).
     """
 
+    _fields = ("offset", "length", "data", "zero", "host_offset", "present", "depth")
+    __slots__ = _fields
     offset: int
     length: int
     data: bool
     zero: bool
-    host_offset: int | None = None
-    present: bool = True
-    depth: int = 0
+    host_offset: int | None
+    present: bool
+    depth: int
+
+    def __init__(
+        self,
+        offset: int,
+        length: int,
+        data: bool,
+        zero: bool,
+        host_offset: int | None = None,
+        present: bool = True,
+        depth: int = 0,
+    ) -> None:
+        self._fill(offset, length, data, zero, host_offset, present, depth)
 
 
-@dataclass(frozen=True, slots=True)
-class BackingLink:
+class BackingLink(FrozenRecord):
     """What a differencing image says about its parent (``backing_link`` of a driver).
 
     :ivar display_name: the backing file name as ``qemu-img info`` shows it.
@@ -127,10 +161,17 @@ class BackingLink:
     :ivar search_dirs: directories to search for the parent by identity when no candidate exists.
     """
 
+    _fields = ("display_name", "candidates", "format", "search_dirs")
+    __slots__ = _fields
     display_name: str
     candidates: tuple[str, ...]
     format: str
-    search_dirs: tuple[str, ...] = ()
+    search_dirs: tuple[str, ...]
+
+    def __init__(
+        self, display_name: str, candidates: tuple[str, ...], format: str, search_dirs: tuple[str, ...] = ()
+    ) -> None:
+        self._fill(display_name, candidates, format, search_dirs)
 
 
 class BackingReader(Protocol):
@@ -141,38 +182,88 @@ class BackingReader(Protocol):
     def readinto(self, offset: int, buf: memoryview) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ImageInfo:
+class ImageInfo(FrozenRecord):
     """Format-level facts for ``qemu-img info``.
 
     :ivar cluster_size: the allocation unit (VHDX block size, VDI block size); ``None`` for raw.
-    :ivar format_specific: extra facts; the CLI shows them only where qemu-img does.
+    :ivar format_specific: extra facts; the CLI shows them only where qemu-img does (a new empty
+        dict when not given).
     """
 
-    cluster_size: int | None = None
-    dirty: bool = False
-    format_specific: dict[str, Any] = field(default_factory=dict)
+    _fields = ("cluster_size", "dirty", "format_specific")
+    __slots__ = _fields
+    cluster_size: int | None
+    dirty: bool
+    format_specific: dict[str, Any]
+
+    def __init__(
+        self,
+        cluster_size: int | None = None,
+        dirty: bool = False,
+        format_specific: dict[str, Any] | None = None,
+    ) -> None:
+        self._fill(cluster_size, dirty, {} if format_specific is None else format_specific)
 
 
-@dataclass(slots=True)
-class CheckResult:
+class CheckResult(Record):
     """What a consistency check found and fixed; mirrors QEMU's ``BdrvCheckResult``.
 
-    :ivar messages: one line per problem, as qemu-img prints them on stderr (``ERROR ...``).
+    :ivar messages: one line per problem, as qemu-img prints them on stderr (``ERROR ...``); a new
+        empty list when not given.
     :ivar corruptions_fixed: counts repairs, including a VHDX log replayed on open.
     """
 
-    corruptions: int = 0
-    leaks: int = 0
-    check_errors: int = 0
-    corruptions_fixed: int = 0
-    leaks_fixed: int = 0
-    image_end_offset: int | None = None
-    total_clusters: int | None = None
-    allocated_clusters: int | None = None
-    fragmented_clusters: int | None = None
-    compressed_clusters: int | None = None
-    messages: list[str] = field(default_factory=list)
+    _fields = (
+        "corruptions",
+        "leaks",
+        "check_errors",
+        "corruptions_fixed",
+        "leaks_fixed",
+        "image_end_offset",
+        "total_clusters",
+        "allocated_clusters",
+        "fragmented_clusters",
+        "compressed_clusters",
+        "messages",
+    )
+    __slots__ = _fields
+    corruptions: int
+    leaks: int
+    check_errors: int
+    corruptions_fixed: int
+    leaks_fixed: int
+    image_end_offset: int | None
+    total_clusters: int | None
+    allocated_clusters: int | None
+    fragmented_clusters: int | None
+    compressed_clusters: int | None
+    messages: list[str]
+
+    def __init__(
+        self,
+        corruptions: int = 0,
+        leaks: int = 0,
+        check_errors: int = 0,
+        corruptions_fixed: int = 0,
+        leaks_fixed: int = 0,
+        image_end_offset: int | None = None,
+        total_clusters: int | None = None,
+        allocated_clusters: int | None = None,
+        fragmented_clusters: int | None = None,
+        compressed_clusters: int | None = None,
+        messages: list[str] | None = None,
+    ) -> None:
+        self.corruptions = corruptions
+        self.leaks = leaks
+        self.check_errors = check_errors
+        self.corruptions_fixed = corruptions_fixed
+        self.leaks_fixed = leaks_fixed
+        self.image_end_offset = image_end_offset
+        self.total_clusters = total_clusters
+        self.allocated_clusters = allocated_clusters
+        self.fragmented_clusters = fragmented_clusters
+        self.compressed_clusters = compressed_clusters
+        self.messages = [] if messages is None else messages
 
     @property
     def clean(self) -> bool:

@@ -14,7 +14,6 @@ manager (the old call over every plugin, each returning None for formats not its
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -127,7 +126,7 @@ class Host:
                 pm.reject(plugin_name, message)
                 continue
             for spec in specs:
-                self.formats[spec.name] = dataclasses.replace(spec, plugin_name=plugin_name)
+                self.formats[spec.name] = spec.replace(plugin_name=plugin_name)
                 self._plugin_of[spec.name] = plugin
 
     @property

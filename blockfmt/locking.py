@@ -39,9 +39,9 @@ import errno
 import fcntl
 import os
 import struct
-from dataclasses import dataclass
 
 from .errors import BlockIOError, ImageLockedError, InvalidOptionError
+from .records import FrozenRecord
 
 __all__ = [
     "CREATE_LOCK",
@@ -88,12 +88,16 @@ ALL_PERMISSIONS = (
 )
 
 
-@dataclass(frozen=True)
-class LockRequest:
+class LockRequest(FrozenRecord):
     """What an opener holds (*perm*) and what it lets others hold (*shared*)."""
 
+    _fields = ("perm", "shared")
+    __slots__ = _fields
     perm: Permission
     shared: Permission
+
+    def __init__(self, perm: Permission, shared: Permission) -> None:
+        self._fill(perm, shared)
 
 
 #: ``raw_co_create``: write and resize the file, and let nobody resize it meanwhile

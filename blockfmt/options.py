@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .driver import CreateOption, FormatSpec
 from .errors import InvalidOptionError
+from .records import FrozenRecord
 
 __all__ = [
     "SIZE_SUFFIX_HELP",
@@ -32,7 +32,8 @@ _SUFFIXES = {
     "P": 1 << 50,
     "E": 1 << 60,
 }
-_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([bBkKmMgGtTpPeE]?)\s*")
+#: compiled by :mod:`re` (and cached there) on first use, not on every start
+_SIZE_RE = r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([bBkKmMgGtTpPeE]?)\s*"
 _SIZE_LIMIT = 1 << 64
 
 SIZE_SUFFIX_HELP = (
@@ -45,7 +46,7 @@ def parse_size(text: str) -> int:
 
     :raises ValueError: when *text* is not a size (callers attach the context-specific message).
     """
-    match = _SIZE_RE.fullmatch(text)
+    match = re.fullmatch(_SIZE_RE, text)
     if not match:
         raise ValueError(text)
     number, suffix = match.groups()
@@ -105,8 +106,7 @@ def _coerce(option: CreateOption, value: Any) -> Any:
     return str(value)
 
 
-@dataclass(frozen=True)
-class CreateOptions:
+class CreateOptions(FrozenRecord):
     """A format's create options, typed once.
 
     The CLI needs them typed before it creates anything (to refuse a bad value first, and for
@@ -118,8 +118,13 @@ class CreateOptions:
     :ivar given: the names the caller set (a differencing child inherits the others from its parent).
     """
 
+    _fields = ("values", "given")
+    __slots__ = _fields
     values: Mapping[str, Any]
     given: frozenset[str]
+
+    def __init__(self, values: Mapping[str, Any], given: frozenset[str]) -> None:
+        self._fill(values, given)
 
 
 def check_open_options(spec: FormatSpec, options: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError
 from .markers import PROJECT_NAME
+from .records import FrozenRecord
 
 __all__ = [
     "AUTOLOAD_DISABLE_ENV",
@@ -62,16 +61,20 @@ BY_HAND_SOURCE = "registered by hand"
 _METADATA_SUFFIXES = (".dist-info", ".egg-info")
 
 
-@dataclass(frozen=True, slots=True)
-class EntryPoint:
+class EntryPoint(FrozenRecord):
     """One ``name = module[:attr]`` line of a distribution's ``entry_points.txt``.
 
     :ivar distribution: ``"name version"`` of the distribution that declares it.
     """
 
+    _fields = ("name", "value", "distribution")
+    __slots__ = _fields
     name: str
     value: str
     distribution: str
+
+    def __init__(self, name: str, value: str, distribution: str) -> None:
+        self._fill(name, value, distribution)
 
     def load(self) -> object:
         """Import the module and return the object the entry point names."""
@@ -82,18 +85,22 @@ class EntryPoint:
         return target
 
 
-@dataclass(frozen=True, slots=True)
-class PluginRecord:
+class PluginRecord(FrozenRecord):
     """What became of one plugin the host tried to load.
 
     :ivar source: ``"built-in"``, or the distribution (``"name version"``) declaring the entry point.
     :ivar error: one line saying why the plugin was skipped; None when it is registered.
     """
 
+    _fields = ("name", "source", "target", "error")
+    __slots__ = _fields
     name: str
     source: str
     target: str
-    error: str | None = None
+    error: str | None
+
+    def __init__(self, name: str, source: str, target: str, error: str | None = None) -> None:
+        self._fill(name, source, target, error)
 
 
 class PluginManager(pluggy.PluginManager):
@@ -214,6 +221,8 @@ def find_entry_points(group: str, path: Iterable[str] | None = None) -> list[Ent
                     text = stream.read()
             except OSError:
                 continue
+            if group not in text:  # most distributions declare no plugin: skip parsing their file
+                continue
             lines = list(_group_lines(text, group))
             if lines:
                 distribution = _distribution_label(meta_dir) or f"{name} {version}".strip()
@@ -242,13 +251,15 @@ def _distribution_label(meta_dir: str) -> str | None:
 def _metadata_dirs(directory: str) -> Iterator[tuple[str, str, str]]:
     """``(path, name, version)`` of the distribution metadata directories in *directory*."""
     try:
-        entries = sorted(os.listdir(directory))
+        entries = os.listdir(directory)
     except OSError:  # a zip file, a missing directory: nothing installed there that we can read
         return
-    for entry in entries:
+    # only the metadata directories are looked at (and sorted): the standard library's directory
+    # is on the path too, with hundreds of entries
+    for entry in sorted(entry for entry in entries if entry.endswith(_METADATA_SUFFIXES)):
         # string methods, not a regular expression: compiling one was a visible part of every
         # start-up; ``name-version[-more].dist-info``, the version optional
-        stem = next((entry[: -len(end)] for end in _METADATA_SUFFIXES if entry.endswith(end)), "")
+        stem = entry.rpartition(".")[0]
         name, _, rest = stem.partition("-")
         if name:
             yield os.path.join(directory, entry), name, rest.partition("-")[0]
@@ -269,8 +280,11 @@ def _group_lines(text: str, group: str) -> Iterator[tuple[str, str]]:
 
 
 def _normalize(name: str) -> str:
-    """PEP 503 name normalisation, so ``Foo_Bar`` and ``foo-bar`` are one distribution."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    """PEP 503 name normalisation, so ``Foo_Bar`` and ``foo-bar`` are one distribution.
+
+    String methods rather than ``re.sub(r"[-_.]+", "-", ...)``, whose compile every start paid.
+    """
+    return "-".join(filter(None, name.replace("_", "-").replace(".", "-").split("-"))).lower()
 
 
 def _load_error(name: str, source: str, err: Exception) -> str:

@@ -15,7 +15,6 @@ import functools
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from ..options import parse_size
 from .report import UsageError
@@ -25,10 +24,12 @@ __all__ = ["NumberError", "OptionError", "cvtnum", "getopt_long", "gnu_getopt", 
 #: qemu_strtosz's limit: results must stay below 2^64
 _STRTOSZ_LIMIT = 1 << 64
 INT64_MAX = (1 << 63) - 1
-_HEX = re.compile(r"\s*0[xX]([0-9a-fA-F]+)")
+# patterns, compiled by :mod:`re` (and cached there) on first use: a command line without numbers
+# does not pay for them
+_HEX = r"\s*0[xX]([0-9a-fA-F]+)"
 #: what a well-formed size looks like, so that oversized values are told apart from garbage
-_SIZE_SHAPE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*[bBkKmMgGtTpPeE]?\s*")
-_STRTOL = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_SIZE_SHAPE = r"\s*(\d+(?:\.\d*)?|\.\d+)\s*[bBkKmMgGtTpPeE]?\s*"
+_STRTOL = r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)"
 UCHAR_MAX = 0xFF
 
 
@@ -46,16 +47,24 @@ class OptionError(Exception):
         self.missing = missing
 
 
-@dataclass(frozen=True)
 class _OptionTable:
-    """An option specification, decoded once: ``getopt_long``'s optstring and ``struct option``s."""
+    """An option specification, decoded once: ``getopt_long``'s optstring and ``struct option``s.
 
+    A plain class (not a dataclass): it is defined on every start and never compared or printed.
+    """
+
+    __slots__ = ("in_order", "long", "short")
     #: short option letter -> whether it takes an argument
     short: dict[str, bool]
     #: long option name -> whether it takes an argument, in the order given (ambiguity lists use it)
     long: dict[str, bool]
     #: optstring ``+``: the first operand ends the options (no permutation)
     in_order: bool
+
+    def __init__(self, short: dict[str, bool], long: dict[str, bool], in_order: bool) -> None:
+        self.short = short
+        self.long = long
+        self.in_order = in_order
 
 
 @functools.lru_cache(maxsize=64)
@@ -205,14 +214,16 @@ def cvtnum(text: str, limit: int = INT64_MAX) -> int | NumberError:
     """
     if text.isdigit() and text.isascii():  # plain bytes, the common case: no pattern needed
         value = int(text)
-    elif hex_match := _HEX.fullmatch(text):
+    elif hex_match := re.fullmatch(_HEX, text):
         value = int(hex_match.group(1), 16)
     else:
         try:
             value = parse_size(text)
         except ValueError:
             return (
-                NumberError.RANGE if _SIZE_SHAPE.fullmatch(text) and "." not in text else NumberError.INVALID
+                NumberError.RANGE
+                if re.fullmatch(_SIZE_SHAPE, text) and "." not in text
+                else NumberError.INVALID
             )
     if value >= _STRTOSZ_LIMIT or value > limit:
         return NumberError.RANGE
@@ -226,7 +237,7 @@ def parse_pattern(text: str) -> int | None:
     """
     if not text:
         return 0  # strtol consumes nothing and qemu-io sees an empty remainder: pattern 0
-    match = _STRTOL.fullmatch(text)
+    match = re.fullmatch(_STRTOL, text)
     if not match:
         return None
     sign, digits = match.groups()

@@ -17,10 +17,10 @@ import functools
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidOptionError, UnsupportedFormatError
+from ..records import Record
 
 __all__ = [
     "JSON_PREFIX",
@@ -85,28 +85,61 @@ _SIZE_HELP = (
 )
 
 
-@dataclass
-class FileNode:
+class FileNode(Record):
     """The ``file`` protocol (or ``host_device``, ``host_cdrom``): a host file, locked unless
     ``locking=off``."""
 
+    _fields = ("filename", "locking", "read_only", "force_share", "driver")
+    __slots__ = _fields
     filename: str
-    locking: bool = True
-    read_only: bool = False
-    force_share: bool = False
+    locking: bool
+    read_only: bool
+    force_share: bool
     #: the driver named in the options; None when QEMU would probe it (any file type is fine)
-    driver: str | None = None
+    driver: str | None
+
+    def __init__(
+        self,
+        filename: str,
+        locking: bool = True,
+        read_only: bool = False,
+        force_share: bool = False,
+        driver: str | None = None,
+    ) -> None:
+        self.filename = filename
+        self.locking = locking
+        self.read_only = read_only
+        self.force_share = force_share
+        self.driver = driver
 
 
-@dataclass
-class FormatNode:
-    """A format driver over a child node; *driver* None means probe the child's first bytes."""
+class FormatNode(Record):
+    """A format driver over a child node; *driver* None means probe the child's first bytes.
 
+    :ivar options: the format's own options (a new empty dict when not given).
+    """
+
+    _fields = ("driver", "file", "options", "read_only", "force_share")
+    __slots__ = _fields
     driver: str | None
     file: Node
-    options: dict[str, Any] = field(default_factory=dict)
-    read_only: bool = False
-    force_share: bool = False
+    options: dict[str, Any]
+    read_only: bool
+    force_share: bool
+
+    def __init__(
+        self,
+        driver: str | None,
+        file: Node,
+        options: dict[str, Any] | None = None,
+        read_only: bool = False,
+        force_share: bool = False,
+    ) -> None:
+        self.driver = driver
+        self.file = file
+        self.options = {} if options is None else options
+        self.read_only = read_only
+        self.force_share = force_share
 
 
 Node = FileNode | FormatNode

@@ -10,11 +10,11 @@ turns those into qemu-img's output.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..cache import CacheMode
 from ..errors import BlockFormatError, InvalidOptionError
+from ..records import Record
 from .args import INT64_MAX, NumberError, cvtnum, gnu_getopt
 from .report import EXIT_FAILURE, EXIT_OK, Reporter, UsageError, open_context
 
@@ -195,26 +195,62 @@ def open_parsed(
     )
 
 
-@dataclass
-class CommonOptions:
+class CommonOptions(Record):
     """The options most subcommands share, after parsing.
 
     :ivar objects: ``--object`` definitions, in order (validated by :mod:`.img_objects`).
     :ivar rest: the command's own options, ``(option, value)`` in command-line order.
     """
 
-    fmt: str | None = None
-    output: str = "human"
-    force_share: bool = False
-    quiet: bool = False
-    image_opts: bool = False
+    _fields = (
+        "fmt",
+        "output",
+        "force_share",
+        "quiet",
+        "image_opts",
+        "cache",
+        "source_cache",
+        "objects",
+        "operands",
+        "rest",
+    )
+    __slots__ = _fields
+    fmt: str | None
+    output: str
+    force_share: bool
+    quiet: bool
+    image_opts: bool
     #: ``-t``: the cache mode of the image the command writes (None: the command's default)
-    cache: CacheMode | None = None
+    cache: CacheMode | None
     #: ``-T``: the cache mode of the images it reads
-    source_cache: CacheMode | None = None
-    objects: list[str] = field(default_factory=list)
-    operands: list[str] = field(default_factory=list)
-    rest: list[tuple[str, str]] = field(default_factory=list)
+    source_cache: CacheMode | None
+    objects: list[str]
+    operands: list[str]
+    rest: list[tuple[str, str]]
+
+    def __init__(
+        self,
+        fmt: str | None = None,
+        output: str = "human",
+        force_share: bool = False,
+        quiet: bool = False,
+        image_opts: bool = False,
+        cache: CacheMode | None = None,
+        source_cache: CacheMode | None = None,
+        objects: list[str] | None = None,
+        operands: list[str] | None = None,
+        rest: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.fmt = fmt
+        self.output = output
+        self.force_share = force_share
+        self.quiet = quiet
+        self.image_opts = image_opts
+        self.cache = cache
+        self.source_cache = source_cache
+        self.objects = [] if objects is None else objects
+        self.operands = [] if operands is None else operands
+        self.rest = [] if rest is None else rest
 
 
 def cache_mode(value: str, *, source: bool) -> CacheMode:

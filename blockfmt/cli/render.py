@@ -15,10 +15,10 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ..driver import CheckResult, CreateOption, Extent, FormatSpec
+from ..records import FrozenRecord
 
 __all__ = [
     "MAP_HUMAN_HEADER",
@@ -164,8 +164,7 @@ def size_to_str(value: int) -> str:
     return f"{value / (1 << (index * 10)):0.3g} {_SIZE_UNITS[index]}B"
 
 
-@dataclass(frozen=True, slots=True)
-class InfoFacts:
+class InfoFacts(FrozenRecord):
     """What ``qemu-img info`` shows about an open image.
 
     :ivar actual_size: bytes on disk, None when unknown (printed as ``unavailable``).
@@ -174,15 +173,51 @@ class InfoFacts:
     :ivar full_backing_filename: that name taken from the image's directory (QEMU's combined path).
     """
 
+    _fields = (
+        "filename",
+        "format",
+        "virtual_size",
+        "actual_size",
+        "cluster_size",
+        "dirty",
+        "backing_filename",
+        "full_backing_filename",
+        "backing_format",
+    )
+    __slots__ = _fields
     filename: str
     format: str
     virtual_size: int
     actual_size: int | None
     cluster_size: int | None
     dirty: bool
-    backing_filename: str | None = None
-    full_backing_filename: str | None = None
-    backing_format: str | None = None
+    backing_filename: str | None
+    full_backing_filename: str | None
+    backing_format: str | None
+
+    def __init__(
+        self,
+        filename: str,
+        format: str,
+        virtual_size: int,
+        actual_size: int | None,
+        cluster_size: int | None,
+        dirty: bool,
+        backing_filename: str | None = None,
+        full_backing_filename: str | None = None,
+        backing_format: str | None = None,
+    ) -> None:
+        self._fill(
+            filename,
+            format,
+            virtual_size,
+            actual_size,
+            cluster_size,
+            dirty,
+            backing_filename,
+            full_backing_filename,
+            backing_format,
+        )
 
 
 def info_human(facts: InfoFacts) -> str:

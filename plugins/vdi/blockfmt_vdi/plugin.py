@@ -30,6 +30,9 @@ VDI_SPEC = FormatSpec(
     ),
 )
 _SIGNATURE = struct.Struct("<I")
+#: ``VDIPREHEADER``: a 64-byte banner, then the signature (a constant here, so that probing, which
+#: every open of every format runs, does not import the header structures)
+_SIGNATURE_OFFSET = 64
 _PROBE_SCORE = 100
 
 
@@ -43,9 +46,7 @@ def blockfmt_probe(head: bytes) -> tuple[str, int] | None:
     """QEMU's ``vdi_probe``: a whole header sector whose signature matches scores 100."""
     if len(head) < HEADER_STRUCT_SIZE:
         return None
-    from .structs import PreHeader  # the header structures only when there is a header to look at
-
-    (signature,) = _SIGNATURE.unpack_from(head, PreHeader.SIZE - 2 * _SIGNATURE.size)
+    (signature,) = _SIGNATURE.unpack_from(head, _SIGNATURE_OFFSET)
     return (FORMAT_NAME, _PROBE_SCORE) if signature == VDI_SIGNATURE else None
 
 
