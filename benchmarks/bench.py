@@ -58,7 +58,14 @@ more ``--repeat``.
   Target: at or below libvhdi.
 * ``start-up FMT``: ``qemu-img info`` against ``blockfmt-img info`` of a small (64 MiB) image, both
   as whole processes (interpreter start, imports and plugin loading included: what a script that
-  runs the tool hundreds of times, such as qemu-iotests, pays each time).
+  runs the tool hundreds of times, such as qemu-iotests, pays each time). blockfmt's side is the
+  installed console script itself, found next to the running interpreter (``sys.executable``,
+  else the environment's scripts directory), never a ``PATH`` lookup that could land on a
+  launcher such as a pyenv shim (0.1-0.3 s of its own); it runs with compiled bytecode, as an
+  installed package has it. ``floor`` is the interpreter the script names on its ``#!`` line
+  running ``-c pass``: what any Python tool pays before its first import, so ``bf proc`` minus
+  ``floor`` is blockfmt's own share. Target: ``bf proc`` (median wall time) at most
+  :data:`MAX_STARTUP_SECONDS`. Run the rows alone with ``--quick --only start-up --repeat 20``.
 * ``cvt FMT->FMT MODE FS``: ``qemu-img convert`` against ``blockfmt-img convert`` of the full
   image into its own format, both as whole processes, on ext4 (the work directory) and on tmpfs
   (``--tmpfs``, default ``/dev/shm``: no device, so CPU cost shows undiluted). ``default`` runs
@@ -102,6 +109,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -439,14 +447,17 @@ class Bench:
         )
 
     def startup_case(self, fmt: str) -> Case:
+        """``info`` of a small image, whole processes; the floor is the script's bare interpreter."""
         path = self.path(f"small.{fmt}")
         quiet_run([self.img, "create", "-q", "-f", fmt, path, str(STARTUP_SIZE)])
+        script = console_script("blockfmt-img")
         return Case(
             f"start-up {fmt} info",
             [self.img, "info", "-f", fmt, path],
-            [str(Path(sys.executable).with_name("blockfmt-img")), "info", "-f", fmt, path],
+            [str(script), "info", "-f", fmt, path],
             whole_process=True,
             startup_target=True,
+            floor=[script_interpreter(script), "-c", "pass"],
         )
 
     def huge_bat_cases(self) -> list[Case]:
@@ -570,6 +581,28 @@ class Bench:
                 cases.extend(self.random_read_cases(self.sizes.random_reads))
             cases.extend(self.io_commands_cases(fmt))
         return cases
+
+
+def console_script(name: str) -> Path:
+    """The installed console script *name* of the environment running this benchmark.
+
+    Looked for next to ``sys.executable`` (a virtual environment's ``bin``), then in the scripts
+    directory of the interpreter's install scheme; never through ``PATH``, where a launcher such
+    as a pyenv shim (a shell script running ``pyenv exec``) would be timed instead of the tool.
+    """
+    for directory in (Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))):
+        if (directory / name).is_file():
+            return directory / name
+    raise SystemExit(f"bench: {name} is not installed beside {sys.executable} (pip install .)")
+
+
+def script_interpreter(script: Path) -> str:
+    """The interpreter a console script's ``#!`` line names (what its process starts); the running
+    one when the line names something else (pip's ``/bin/sh`` trampoline for long paths)."""
+    with script.open("rb") as stream:
+        first = stream.readline().decode(errors="replace")
+    words = first[2:].split() if first.startswith("#!") else []
+    return words[0] if words and os.path.basename(words[0]).startswith("python") else sys.executable
 
 
 def _installed(module: str) -> bool:
