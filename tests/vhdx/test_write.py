@@ -104,6 +104,35 @@ def test_write_zeroes_whole_blocks_sets_zero_state_without_allocating(tmp_path: 
     assert data == b"\xff" * (MiB // 2) + bytes(3 * MiB) + b"\xff" * (MiB // 2)
 
 
+def test_write_zeroes_over_many_blocks_commits_in_batches(tmp_path: Path, monkeypatch) -> None:
+    """Zeroing NOT_PRESENT blocks changes every entry, STATE_CHANGE_BATCH blocks per transaction:
+    one transaction for the whole range held a dict entry per block (888 MiB of memory to zero
+    4 TiB of 1 MiB blocks)."""
+    from blockfmt_vhdx import image as vhdx_image
+    from blockfmt_vhdx import log
+
+    monkeypatch.setattr(vhdx_image, "STATE_CHANGE_BATCH", 1000)
+    entries: list[int] = []  # BAT entries per transaction
+    original = log.LogWriter.write_transaction
+
+    def spy(self, updates):
+        entries.append(sum(len(data) for _offset, data in updates) // 8)
+        return original(self, updates)
+
+    monkeypatch.setattr(log.LogWriter, "write_transaction", spy)
+    path = _new(tmp_path, 4500 * MiB, block_size=MiB, block_state_zero=False)
+    with blockfmt.open(path, read_only=False) as img:
+        img.write_at(2500 * MiB + 5, b"\x77" * (2 * MiB))
+        img.flush()
+        entries.clear()
+        img.write_zeroes(0, 4500 * MiB)
+        assert entries == [1000, 1000, 1000, 1000, 500]
+        assert {img.driver.bat.state(block) for block in range(4500)} == {BatState.ZERO}
+    with blockfmt.open(path) as img:
+        assert img.read_at(2500 * MiB, 3 * MiB) == bytes(3 * MiB)
+        assert img.check().clean
+
+
 def test_discard_unmaps_whole_blocks_only(tmp_path: Path) -> None:
     path = _new(tmp_path, 16 * MiB, block_size=MiB)
     with blockfmt.open(path, read_only=False) as img:
