@@ -205,3 +205,29 @@ def test_hyper_v_image_as_parent(tmp_path, sample_image):
         assert image.size == size
         assert image.read_at(0, 64 * MiB) == bytes(base)
     assert read_libvhdi([parent, child], 64 * MiB) == bytes(base)
+
+
+@pytest.mark.parametrize("new_size", [8192 * MiB, 48 * MiB])
+def test_vhdx_child_resized_then_written_in_one_session(tmp_path, new_size):
+    """A resize replaces the BAT; the child's sector bitmaps must read the new one (they kept the
+    old BatTable: the next write past the old size failed with an IndexError)."""
+    parent, child = tmp_path / "p.vhdx", tmp_path / "c.avhdx"
+    blockfmt.create(parent, "vhdx", 64 * MiB, block_size=MiB)
+    with blockfmt.open(parent, read_only=False) as image:
+        image.write_at(0, b"\xaa" * (64 * MiB))
+    blockfmt.create(child, "vhdx", None, backing_file=parent.name)
+    writes = [
+        (MiB + 100, b"\x11" * 5000),
+        (new_size - 3 * MiB + 7, b"\x22" * (2 * MiB)),
+        (2 * MiB, b"\x33" * 700),
+    ]
+    with blockfmt.open(child, read_only=False) as image:
+        image.write_at(*writes[0])
+        image.resize(new_size, shrink=True)
+        for offset, data in writes[1:]:
+            image.write_at(offset, data)
+    with blockfmt.open(child) as image:
+        assert image.size == new_size and image.check().clean
+        for offset, data in writes:
+            assert image.read_at(offset, len(data)) == data
+        assert image.read_at(3 * MiB, 4096) == b"\xaa" * 4096

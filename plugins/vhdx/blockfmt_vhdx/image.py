@@ -101,12 +101,6 @@ class VhdxDriver(FormatDriver):
         self.reload_layout()
         #: BAT entries (block -> entry) in memory but not yet on disk; see stage_entries
         self._staged: dict[int, int] = {}
-        #: the parent-aware data path of a differencing image (HasParent), None otherwise
-        self.differencing: Differencing | None = None
-        if self.params.has_parent:
-            from .differencing import Differencing  # only differencing images need it
-
-            self.differencing = Differencing(self)
 
     # -- open -------------------------------------------------------------------------------
 
@@ -167,6 +161,13 @@ class VhdxDriver(FormatDriver):
         self._alloc_end: int | None = None
         #: data blocks at or past this offset can overlap no fixed region (the read fast path)
         self._regions_end = max(span.end for span in self.regions.spans)
+        #: the parent-aware data path of a differencing image (HasParent), None otherwise; made
+        #: anew with the BAT, whose pages its sector bitmaps read (a resize replaces the BAT)
+        self.differencing: Differencing | None = None
+        if self.params.has_parent:
+            from .differencing import Differencing  # only differencing images need it
+
+            self.differencing = Differencing(self)
 
     def _open_bat(self) -> BatTable:
         """The BAT, read page by page on demand; the entries must fit its region and the file."""
@@ -374,7 +375,6 @@ class VhdxDriver(FormatDriver):
             raise UnsupportedOperationError(
                 f"'{self.file.name}' is not a differencing image and holds data; it cannot get a backing file"
             )
-        from .differencing import Differencing
         from .parent_locator import build_locator
 
         locator = build_locator(headers.current.data_write_guid, relative_name)
@@ -388,7 +388,6 @@ class VhdxDriver(FormatDriver):
         self.commit_entries()
         self.log_writer().write_transaction([(self.regions.metadata.file_offset, metadata)])
         self.reload_layout()
-        self.differencing = Differencing(self)
 
     def info(self) -> ImageInfo:
         return ImageInfo(
