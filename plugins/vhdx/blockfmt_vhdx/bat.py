@@ -19,10 +19,10 @@ import re
 import sys
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from blockfmt.errors import UnsupportedFeatureError
 from blockfmt.fileio import ImageFile
+from blockfmt.records import FrozenRecord
 
 from .constants import (
     BAT_ENTRY_SIZE,
@@ -95,17 +95,23 @@ def make_entry(state: int, file_offset: int = 0) -> int:
     return (file_offset & BAT_OFFSET_MASK) | (state & BAT_STATE_MASK)
 
 
-@dataclass(frozen=True, slots=True)
-class BatGeometry:
+class BatGeometry(FrozenRecord):
     """Sizes that follow from the metadata: chunk ratio, block counts, BAT entry count (§2.5).
 
     :ivar disk_size: virtual disk size in bytes.
     """
 
+    _fields = ("disk_size", "block_size", "logical_sector_size", "has_parent")
+    __slots__ = _fields
     disk_size: int
     block_size: int
     logical_sector_size: int
-    has_parent: bool = False
+    has_parent: bool
+
+    def __init__(
+        self, disk_size: int, block_size: int, logical_sector_size: int, has_parent: bool = False
+    ) -> None:
+        self._fill(disk_size, block_size, logical_sector_size, has_parent)
 
     @property
     def chunk_ratio(self) -> int:

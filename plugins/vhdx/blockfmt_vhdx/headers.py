@@ -7,7 +7,6 @@ state or the previous one. Both copies end up valid and identical apart from the
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 
 from blockfmt.errors import CorruptImageError
@@ -62,9 +61,7 @@ class HeaderPair:
             changes["log_guid"] = log_guid if isinstance(log_guid, uuid.UUID) else uuid.UUID(int=0)
         for _ in HEADER_OFFSETS:
             target = 1 - self.current_index
-            header = dataclasses.replace(
-                self.current, sequence_number=self.current.sequence_number + 1, **changes
-            )
+            header = self.current.replace(sequence_number=self.current.sequence_number + 1, **changes)
             file.pwrite(header.pack(), HEADER_OFFSETS[target])
             file.flush()
             self.current, self.current_index = header, target
@@ -74,7 +71,7 @@ class HeaderPair:
 def write_headers(file: ImageFile, header: Header) -> HeaderPair:
     """Write *header* into both slots of a new file (sequence numbers n and n+1); no flush."""
     file.pwrite(header.pack(), HEADER_OFFSETS[0])
-    second = dataclasses.replace(header, sequence_number=header.sequence_number + 1)
+    second = header.replace(sequence_number=header.sequence_number + 1)
     file.pwrite(second.pack(), HEADER_OFFSETS[1])
     return HeaderPair(second, 1)
 

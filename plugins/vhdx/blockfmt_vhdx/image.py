@@ -13,7 +13,6 @@ Ordering rules (MS-VHDX §2.2.2, §2.3, §2.5):
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import struct
 import uuid
@@ -144,7 +143,7 @@ class VhdxDriver(FormatDriver):
             self.file.pwrite(self.regions.table_bytes, offset)
         if damaged:
             self.file.flush()
-            self.regions = dataclasses.replace(self.regions, damaged_tables=())
+            self.regions = self.regions.replace(damaged_tables=())
         return len(damaged)
 
     def reload_layout(self) -> None:
@@ -378,7 +377,7 @@ class VhdxDriver(FormatDriver):
         from .parent_locator import build_locator
 
         locator = build_locator(headers.current.data_write_guid, relative_name)
-        params = dataclasses.replace(self.params, parent_locator=locator)
+        params = self.params.replace(parent_locator=locator)
         if params.geometry.entry_count * BAT_ENTRY_SIZE > self.regions.bat.length:
             raise UnsupportedOperationError("the VHDX BAT region has no room for the sector bitmap entries")
         metadata = build_metadata(params)

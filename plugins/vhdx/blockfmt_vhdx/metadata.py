@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import struct
 import uuid
-from dataclasses import dataclass
 
 from blockfmt.errors import CorruptImageError, OutOfRangeError, UnsupportedFeatureError
 from blockfmt.fileio import ImageFile
+from blockfmt.records import FrozenRecord
 
 from .bat import BatGeometry
 from .constants import (
@@ -47,18 +47,47 @@ _REQUIRED_ITEMS = {
 _KNOWN_ITEMS = {**_REQUIRED_ITEMS, PARENT_LOCATOR_GUID: "parent locator"}
 
 
-@dataclass(frozen=True, slots=True)
-class DiskParameters:
+class DiskParameters(FrozenRecord):
     """What the metadata says about the virtual disk (§2.6.2)."""
 
+    _fields = (
+        "block_size",
+        "disk_size",
+        "logical_sector_size",
+        "physical_sector_size",
+        "page83",
+        "leave_blocks_allocated",
+        "parent_locator",
+    )
+    __slots__ = _fields
     block_size: int
     disk_size: int
     logical_sector_size: int
     physical_sector_size: int
     page83: uuid.UUID
-    leave_blocks_allocated: bool = False
+    leave_blocks_allocated: bool
     #: the parent locator of a differencing image (HasParent set); None otherwise
-    parent_locator: ParentLocator | None = None
+    parent_locator: ParentLocator | None
+
+    def __init__(
+        self,
+        block_size: int,
+        disk_size: int,
+        logical_sector_size: int,
+        physical_sector_size: int,
+        page83: uuid.UUID,
+        leave_blocks_allocated: bool = False,
+        parent_locator: ParentLocator | None = None,
+    ) -> None:
+        self._fill(
+            block_size,
+            disk_size,
+            logical_sector_size,
+            physical_sector_size,
+            page83,
+            leave_blocks_allocated,
+            parent_locator,
+        )
 
     @property
     def has_parent(self) -> bool:

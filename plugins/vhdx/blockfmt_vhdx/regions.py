@@ -7,10 +7,9 @@ so later reads through these offsets can neither overlap each other nor leave th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from blockfmt.errors import CorruptImageError, UnsupportedFeatureError
 from blockfmt.fileio import ImageFile
+from blockfmt.records import FrozenRecord
 
 from .constants import (
     BAT_REGION_GUID,
@@ -27,29 +26,44 @@ from .structs import Header, RegionTable, RegionTableEntry
 __all__ = ["FileRegions", "Span", "check_log_fields", "check_log_region", "read_regions"]
 
 
-@dataclass(frozen=True, slots=True)
-class Span:
+class Span(FrozenRecord):
     """A named extent ``[start, end)`` of the image file."""
 
+    _fields = ("name", "start", "end")
+    __slots__ = _fields
     name: str
     start: int
     end: int
+
+    def __init__(self, name: str, start: int, end: int) -> None:
+        self._fill(name, start, end)
 
     def overlaps(self, start: int, end: int) -> bool:
         return start < self.end and self.start < end
 
 
-@dataclass(frozen=True, slots=True)
-class FileRegions:
+class FileRegions(FrozenRecord):
     """The BAT and metadata regions and every fixed span of the file, for overlap checks."""
 
+    _fields = ("bat", "metadata", "spans", "table_bytes", "damaged_tables")
+    __slots__ = _fields
     bat: RegionTableEntry
     metadata: RegionTableEntry
     spans: tuple[Span, ...]
     #: the valid region table as stored, and the offsets of copies that are not valid (QEMU reads
     #: only the first copy, so ``check -r all`` rewrites a damaged copy from the valid one)
-    table_bytes: bytes = b""
-    damaged_tables: tuple[int, ...] = ()
+    table_bytes: bytes
+    damaged_tables: tuple[int, ...]
+
+    def __init__(
+        self,
+        bat: RegionTableEntry,
+        metadata: RegionTableEntry,
+        spans: tuple[Span, ...],
+        table_bytes: bytes = b"",
+        damaged_tables: tuple[int, ...] = (),
+    ) -> None:
+        self._fill(bat, metadata, spans, table_bytes, damaged_tables)
 
     def overlapping(self, start: int, end: int) -> Span | None:
         """The first fixed span that ``[start, end)`` overlaps, or None."""

@@ -1,4 +1,4 @@
-"""On-disk structures of VHDX: one frozen dataclass and one :class:`struct.Struct` each, no I/O.
+"""On-disk structures of VHDX: one frozen record and one :class:`struct.Struct` each, no I/O.
 
 ``parse(buf)`` rejects short buffers, bad signatures, bad checksums and out-of-range fields with
 :class:`~blockfmt.errors.CorruptImageError`; ``pack()`` is its exact inverse (checksums stamped).
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import struct
 import uuid
-from dataclasses import dataclass, field
 
 from blockfmt.errors import CorruptImageError
+from blockfmt.records import FrozenRecord
 
 from .checksum import stamp_checksum, verify_checksum
 from .constants import (
@@ -57,13 +57,17 @@ def _guid(raw: bytes) -> uuid.UUID:
     return uuid.UUID(bytes_le=bytes(raw))
 
 
-@dataclass(frozen=True, slots=True)
-class FileIdentifier:
+class FileIdentifier(FrozenRecord):
     """File type identifier at offset 0 (MS-VHDX §2.2.1): signature and an informative creator."""
 
     STRUCT = struct.Struct(f"<8s{CREATOR_SIZE}s")
 
-    creator: str = ""
+    _fields = ("creator",)
+    __slots__ = _fields
+    creator: str
+
+    def __init__(self, creator: str = "") -> None:
+        self._fill(creator)
 
     @classmethod
     def parse(cls, buf: bytes | bytearray | memoryview) -> FileIdentifier:
@@ -79,13 +83,23 @@ class FileIdentifier:
         return self.STRUCT.pack(FILE_SIGNATURE, raw)
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+class Header(FrozenRecord):
     """One of the two headers (MS-VHDX §2.2.2); the checksum covers the whole 4 KiB slot."""
 
     STRUCT = struct.Struct("<4sIQ16s16s16sHHIQ")
     SIZE = HEADER_SIZE
 
+    _fields = (
+        "sequence_number",
+        "file_write_guid",
+        "data_write_guid",
+        "log_guid",
+        "log_version",
+        "version",
+        "log_length",
+        "log_offset",
+    )
+    __slots__ = _fields
     sequence_number: int
     file_write_guid: uuid.UUID
     data_write_guid: uuid.UUID
@@ -94,6 +108,28 @@ class Header:
     version: int
     log_length: int
     log_offset: int
+
+    def __init__(
+        self,
+        sequence_number: int,
+        file_write_guid: uuid.UUID,
+        data_write_guid: uuid.UUID,
+        log_guid: uuid.UUID,
+        log_version: int,
+        version: int,
+        log_length: int,
+        log_offset: int,
+    ) -> None:
+        self._fill(
+            sequence_number,
+            file_write_guid,
+            data_write_guid,
+            log_guid,
+            log_version,
+            version,
+            log_length,
+            log_offset,
+        )
 
     @classmethod
     def parse(cls, buf: bytes | bytearray | memoryview) -> Header:
@@ -136,16 +172,20 @@ class Header:
         return self.log_guid != ZERO_GUID
 
 
-@dataclass(frozen=True, slots=True)
-class RegionTableEntry:
+class RegionTableEntry(FrozenRecord):
     """A region table entry (MS-VHDX §2.2.3.2)."""
 
     STRUCT = struct.Struct("<16sQII")
 
+    _fields = ("guid", "file_offset", "length", "required")
+    __slots__ = _fields
     guid: uuid.UUID
     file_offset: int
     length: int
     required: bool
+
+    def __init__(self, guid: uuid.UUID, file_offset: int, length: int, required: bool) -> None:
+        self._fill(guid, file_offset, length, required)
 
     @classmethod
     def parse(cls, buf: bytes | bytearray | memoryview, offset: int = 0) -> RegionTableEntry:
@@ -159,14 +199,18 @@ class RegionTableEntry:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RegionTable:
+class RegionTable(FrozenRecord):
     """The region table (MS-VHDX §2.2.3): a 16-byte header and up to 2047 entries in 64 KiB."""
 
     STRUCT = struct.Struct("<4sIII")
     SIZE = REGION_TABLE_SIZE
 
-    entries: tuple[RegionTableEntry, ...] = field(default=())
+    _fields = ("entries",)
+    __slots__ = _fields
+    entries: tuple[RegionTableEntry, ...]
+
+    def __init__(self, entries: tuple[RegionTableEntry, ...] = ()) -> None:
+        self._fill(entries)
 
     @classmethod
     def parse(cls, buf: bytes | bytearray | memoryview) -> RegionTable:
@@ -194,18 +238,30 @@ class RegionTable:
         return bytes(buf)
 
 
-@dataclass(frozen=True, slots=True)
-class MetadataTableEntry:
+class MetadataTableEntry(FrozenRecord):
     """A metadata table entry (MS-VHDX §2.6.1.2); *offset* is relative to the metadata region."""
 
     STRUCT = struct.Struct("<16sIII4x")
 
+    _fields = ("item_id", "offset", "length", "is_user", "is_virtual_disk", "is_required")
+    __slots__ = _fields
     item_id: uuid.UUID
     offset: int
     length: int
-    is_user: bool = False
-    is_virtual_disk: bool = False
-    is_required: bool = False
+    is_user: bool
+    is_virtual_disk: bool
+    is_required: bool
+
+    def __init__(
+        self,
+        item_id: uuid.UUID,
+        offset: int,
+        length: int,
+        is_user: bool = False,
+        is_virtual_disk: bool = False,
+        is_required: bool = False,
+    ) -> None:
+        self._fill(item_id, offset, length, is_user, is_virtual_disk, is_required)
 
     @classmethod
     def parse(cls, buf: bytes | bytearray | memoryview, offset: int = 0) -> MetadataTableEntry:
@@ -229,14 +285,18 @@ class MetadataTableEntry:
         return self.STRUCT.pack(self.item_id.bytes_le, self.offset, self.length, bits)
 
 
-@dataclass(frozen=True, slots=True)
-class MetadataTable:
+class MetadataTable(FrozenRecord):
     """The metadata table at the start of the metadata region (MS-VHDX §2.6.1.1)."""
 
     STRUCT = struct.Struct("<8s2xH20x")
     SIZE = METADATA_TABLE_SIZE
 
-    entries: tuple[MetadataTableEntry, ...] = field(default=())
+    _fields = ("entries",)
+    __slots__ = _fields
+    entries: tuple[MetadataTableEntry, ...]
+
+    def __init__(self, entries: tuple[MetadataTableEntry, ...] = ()) -> None:
+        self._fill(entries)
 
     @classmethod
     def parse(cls, buf: bytes | bytearray | memoryview) -> MetadataTable:
@@ -260,15 +320,21 @@ class MetadataTable:
         return bytes(buf)
 
 
-@dataclass(frozen=True, slots=True)
-class FileParameters:
+class FileParameters(FrozenRecord):
     """The file parameters metadata item (MS-VHDX §2.6.2.1)."""
 
     STRUCT = struct.Struct("<II")
 
+    _fields = ("block_size", "leave_blocks_allocated", "has_parent")
+    __slots__ = _fields
     block_size: int
-    leave_blocks_allocated: bool = False
-    has_parent: bool = False
+    leave_blocks_allocated: bool
+    has_parent: bool
+
+    def __init__(
+        self, block_size: int, leave_blocks_allocated: bool = False, has_parent: bool = False
+    ) -> None:
+        self._fill(block_size, leave_blocks_allocated, has_parent)
 
     @classmethod
     def parse(cls, buf: bytes | bytearray | memoryview) -> FileParameters:
@@ -283,8 +349,7 @@ class FileParameters:
         return self.STRUCT.pack(self.block_size, bits)
 
 
-@dataclass(frozen=True, slots=True)
-class ParentLocator:
+class ParentLocator(FrozenRecord):
     """The parent locator metadata item (MS-VHDX §2.6.2.6): a type GUID and UTF-16 key/value pairs.
 
     Key and value offsets are relative to the start of the item.
@@ -293,8 +358,13 @@ class ParentLocator:
     STRUCT = struct.Struct("<16s2xH")
     ENTRY = struct.Struct("<IIHH")
 
+    _fields = ("locator_type", "entries")
+    __slots__ = _fields
     locator_type: uuid.UUID
-    entries: tuple[tuple[str, str], ...] = ()
+    entries: tuple[tuple[str, str], ...]
+
+    def __init__(self, locator_type: uuid.UUID, entries: tuple[tuple[str, str], ...] = ()) -> None:
+        self._fill(locator_type, entries)
 
     @classmethod
     def parse(cls, buf: bytes | bytearray | memoryview) -> ParentLocator:
