@@ -7,9 +7,9 @@ that leave the stream position alone.
 
 from __future__ import annotations
 
+import _thread
 import io
 import os
-import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -61,8 +61,9 @@ class Image(io.RawIOBase):
         self._read_only = read_only
         self._pos = 0
         self._released = False
-        #: serialises driver calls (and the stream position) between threads
-        self._lock = threading.RLock()
+        #: serialises driver calls (and the stream position) between threads; ``threading.RLock``
+        #: is this C lock, and importing :mod:`threading` for it was ~1 ms of every start
+        self._lock = _thread.RLock()
         self.format = format
         self.filename = file.name
         #: the parent of a differencing image, opened with it (see :mod:`blockfmt.chain`)

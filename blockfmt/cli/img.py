@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -21,6 +20,8 @@ from .img_common import Failure, ObjectHelp, Reported, ShowHelp
 from .report import EXIT_FAILURE, EXIT_OK, Reporter, UsageError, run_console
 
 if TYPE_CHECKING:
+    import signal
+
     from ..host import Host
 
 __all__ = ["COMMANDS", "main", "run"]
@@ -149,12 +150,15 @@ def run() -> NoReturn:
     try:
         run_console(main)
     except KeyboardInterrupt:
-        _die_by(signal.SIGINT)
+        _die_by("SIGINT")
     except BrokenPipeError:
-        _die_by(signal.SIGPIPE)
+        _die_by("SIGPIPE")
 
 
-def _die_by(signum: signal.Signals) -> NoReturn:
+def _die_by(name: str) -> NoReturn:
+    import signal  # only a dying process needs it: building its enums is ~1 ms of every start
+
+    signum: signal.Signals = getattr(signal, name)
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     raise SystemExit(128 + signum)  # not reached: the default action ends the process
