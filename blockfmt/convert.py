@@ -174,6 +174,7 @@ class _Copier:
         self._chunk_size = max(COPY_CHUNK, min(MAX_COPY_CHUNK, CLUSTERS_PER_CHUNK * cluster))
         self._buffers = (_aligned_buffer(self._chunk_size), _aligned_buffer(self._chunk_size))
         self._source_file = source.driver.host_file()
+        self._target_file = target.driver.host_file()
         self._clone_fds = self._find_clone_fds()
         #: only a target that will be flushed gains from writing back early (not ``unsafe``)
         self._flushed_at_close = not target.cache.ignores_flush
@@ -270,6 +271,8 @@ class _Copier:
             source_fd, target_fd = self._clone_fds
             try:
                 if clone_file_range(source_fd, chunk.host_offset + start, target_fd, offset, end - start):
+                    assert self._target_file is not None  # (it gave target_fd)
+                    self._target_file.changed_externally()  # the closing flush must not be skipped
                     return
             except OSError as err:
                 raise BlockIOError.from_os_error(err, "Could not copy image data") from err
@@ -282,7 +285,7 @@ class _Copier:
         It applies when the target's format keeps no metadata (virtual offset = file offset) and
         both files are regular files; the source format then says per extent where its payload lies.
         """
-        target_file = self._target.driver.host_file()
+        target_file = self._target_file
         if not self._target.spec.data_only or self._source_file is None or target_file is None:
             return None
         try:

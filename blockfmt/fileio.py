@@ -74,6 +74,11 @@ class ImageFile:
         """Make every completed write durable (``fdatasync``). Ordering points of the VHDX log."""
         raise NotImplementedError
 
+    def changed_externally(self) -> None:
+        """Note that the file's contents changed other than through these methods (a range cloned
+        into its descriptor): the next :meth:`flush` must reach the disk. The default flushes
+        every time anyway."""
+
     def data_runs(self, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
         """Split ``[start, end)`` into ``(offset, length, is_data)`` runs of file data and holes.
 
@@ -116,6 +121,9 @@ class OsImageFile(ImageFile):
 
     :param sync: False makes :meth:`flush` do nothing (cache mode ``unsafe``, QEMU's
         ``BDRV_O_NO_FLUSH``): nothing written through this file is ever made durable on purpose.
+
+    A flush with nothing written since the last one does nothing, as QEMU skips a flush when the
+    node's write generation has not moved (a writethrough session's closing flush).
     """
 
     def __init__(
@@ -131,6 +139,8 @@ class OsImageFile(ImageFile):
         self.read_only = read_only
         self.force_share = force_share
         self.sync = sync
+        #: written (or resized, or holes punched) since the last flush
+        self._unflushed = False
         flags = os.O_RDONLY if read_only else os.O_RDWR
         if create:
             flags |= os.O_CREAT | os.O_TRUNC
@@ -177,11 +187,15 @@ class OsImageFile(ImageFile):
         return done
 
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
-        view = memoryview(data).cast("B")
-        done = 0
-        try:
+        fd = self._fd if self._fd is not None else self.fd  # (the property raises when closed)
+        self._unflushed = True
+        try:  # one call writes it all unless the kernel stops short: no view on that path
+            done = os.pwrite(fd, data, offset)
+            if done == (data.nbytes if type(data) is memoryview else len(data)):
+                return
+            view = memoryview(data).cast("B")
             while done < len(view):
-                done += os.pwritev(self.fd, [view[done:]], offset + done)
+                done += os.pwritev(fd, [view[done:]], offset + done)
         except OSError as err:
             raise BlockIOError.from_os_error(err, "Could not write image") from err
 
@@ -192,18 +206,23 @@ class OsImageFile(ImageFile):
             raise BlockIOError.from_os_error(err, "Could not stat image") from err
 
     def truncate(self, length: int) -> None:
+        self._unflushed = True
         try:
             os.ftruncate(self.fd, length)
         except OSError as err:
             raise BlockIOError.from_os_error(err, "Could not resize image file") from err
 
     def flush(self) -> None:
-        if not self.sync:
+        if not self.sync or not self._unflushed:
             return
         try:
             os.fdatasync(self.fd)
         except OSError as err:
             raise BlockIOError.from_os_error(err, "Could not flush image") from err
+        self._unflushed = False
+
+    def changed_externally(self) -> None:
+        self._unflushed = True
 
     def data_runs(self, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
         pos = start
@@ -235,6 +254,7 @@ class OsImageFile(ImageFile):
             _sync_file_range_write(self.fd)
 
     def punch_hole(self, offset: int, length: int) -> None:
+        self._unflushed = True
         try:
             _fallocate_punch(self.fd, offset, length)
         except OSError:

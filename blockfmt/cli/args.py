@@ -230,8 +230,11 @@ def cvtnum(text: str, limit: int = INT64_MAX) -> int | NumberError:
     return value
 
 
+@functools.lru_cache(maxsize=64)
 def parse_pattern(text: str) -> int | None:
     """A pattern byte as C's ``strtol(text, &end, 0)`` reads it (``0xa5``, ``0245``, ``165``).
+
+    Cached: a script gives the same ``-P`` pattern to thousands of commands.
 
     :returns: the byte, or None when *text* is not one whole number in 0..255.
     """

@@ -430,6 +430,8 @@ def _timestr(seconds: float) -> str:
     )
 
 
+#: elapsed times below this print as 00.00 seconds (half a hundredth, with room for rounding)
+_ROUNDS_TO_ZERO_NS = 4_000_000
 #: cvtstr of request sizes, which a qemu-io script repeats
 _cvtstr_of_size = functools.lru_cache(maxsize=64)(cvtstr)
 
@@ -439,8 +441,12 @@ def io_report(op: str, offset: int, count: int, total: int, ops: int, elapsed_ns
     seconds = elapsed_ns / NANOSECONDS
     rate = total / seconds if seconds else math.inf
     op_rate = ops / seconds if seconds else math.inf
-    # _timestr inlined for the common sub-second case: qemu-io prints this after every request
-    elapsed = f"{seconds:05.2f} sec" if seconds < 1 else _timestr(seconds)
+    # _timestr without a call or a float format for the common request of a few milliseconds at
+    # most (what rounds to 00.00): qemu-io prints this after every request
+    if elapsed_ns < _ROUNDS_TO_ZERO_NS:
+        elapsed = "00.00 sec"
+    else:
+        elapsed = f"{seconds:05.2f} sec" if seconds < 1 else _timestr(seconds)
     return (
         f"{op} {total}/{count} bytes at offset {offset}\n"
         f"{_cvtstr_of_size(total)}, {ops} ops; {elapsed} "

@@ -133,7 +133,7 @@ def test_raw_target_is_cloned_from_the_source_payload(
     keep blocks elsewhere than at their virtual offset) shows up as wrong content.
     """
     require_format(src_fmt)
-    cloned = []
+    cloned: list[tuple[object, int]] = []
 
     def clone_by_copy(
         source_fd: int, source_offset: int, target_fd: int, target_offset: int, length: int
@@ -143,7 +143,11 @@ def test_raw_target_is_cloned_from_the_source_payload(
         return True
 
     monkeypatch.setattr("blockfmt.convert.clone_file_range", clone_by_copy)
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (cloned.append(("flush", fd)), real_fdatasync(fd)))
     src, dst = converted(tmp_path, src_fmt, "raw")
+    assert cloned[-1][0] == "flush", "the clones were not flushed (the Python API's convert flushes)"
+    cloned = [c for c in cloned if c[0] != "flush"]
     assert cloned
     assert content_digest(dst, "raw") == content_digest(src, src_fmt)
     assert not [r for r in cloned if r[0] < ZERO_RUN[1] and r[0] + r[1] > ZERO_RUN[0]]

@@ -72,3 +72,34 @@ def test_data_runs_split_a_sparse_file_into_data_and_holes(tmp_path: Path) -> No
         assert list(ImageFile.data_runs(file, 0, 4 * block)) == [(0, 4 * block, True)]
     finally:
         file.close()
+
+
+def test_a_flush_reaches_the_disk_only_when_something_changed_since_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QEMU skips a flush when nothing was written since the previous one (a writethrough session's
+    closing flush); every kind of change, a clone made outside the file's methods included, makes
+    the next flush real again."""
+    synced: list[int] = []
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real_fdatasync(fd)))
+    path = tmp_path / "disk.raw"
+    path.write_bytes(bytes(1 << 20))
+    file = OsImageFile(str(path), read_only=False)
+    try:
+        file.flush()
+        assert synced == [], "nothing was written through this file yet"
+        changes = (
+            lambda: file.pwrite(b"\x5a" * 512, 4096),
+            lambda: file.truncate(2 << 20),
+            lambda: file.punch_hole(0, 4096),
+            file.changed_externally,
+        )
+        for count, change in enumerate(changes, 1):
+            change()
+            file.flush()
+            file.flush()
+            assert synced == [file.fd] * count
+    finally:
+        file.close()
+    assert path.read_bytes()[4096:4608] == b"\x5a" * 512

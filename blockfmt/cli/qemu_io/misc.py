@@ -83,7 +83,7 @@ def reopen_f(session: Session, argv: list[str]) -> None:
             if value not in CACHE_MODES:
                 session.rep.error(f"Invalid cache option: {value}")
                 raise CommandFailed
-            settings.direct, settings.writethrough = CACHE_MODES[value]
+            settings.direct, settings.writethrough, settings.no_flush = CACHE_MODES[value]
             cache_given = True
         elif opt == "-o":
             from ..blockdev_opts import parse_qemu_opts
@@ -117,12 +117,14 @@ def reopen_f(session: Session, argv: list[str]) -> None:
         raise CommandFailed
     if "cache.direct" in flags:
         settings.direct = flags["cache.direct"]
+    if "cache.no-flush" in flags:
+        settings.no_flush = flags["cache.no-flush"]
     if "read-only" in flags:
         read_only = flags["read-only"]
     if read_only is not None:
         settings.read_only = read_only
     filename, format = image.filename, image.format
-    if settings.read_only == image.read_only:
+    if settings.read_only == image.read_only and settings.no_flush == session.settings.no_flush:
         session.settings = settings
         return
     session.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
+from time import monotonic_ns
 from typing import overload
 
 from ...errors import (
@@ -20,6 +21,7 @@ from ...errors import (
     UnsupportedFeatureError,
     UnsupportedOperationError,
 )
+from ...image import Image
 from .. import render
 from .session import (
     REQUEST_MAX_BYTES,
@@ -29,7 +31,6 @@ from .session import (
     number,
     parse_options,
     pattern_byte,
-    timed,
 )
 
 __all__ = ["COMMANDS"]
@@ -57,12 +58,15 @@ def failed(session: Session, what: str, code: int) -> CommandFailed:
     return CommandFailed()
 
 
-def run_request(session: Session, what: str, request: Callable[[], object]) -> int:
-    """Run one request; an error fails the command with qemu-io's text. Returns nanoseconds taken."""
+def run_request(session: Session, what: str, request: Callable[..., object], *args: object) -> int:
+    """Run ``request(*args)``; an error fails the command with qemu-io's text. Returns nanoseconds
+    taken. (Arguments rather than a closure: this runs once per command of a long script.)"""
+    start = monotonic_ns()
     try:
-        return timed(request)
+        request(*args)
     except BlockFormatError as err:
         raise failed(session, what, errno_of(err)) from err
+    return monotonic_ns() - start
 
 
 def machine_report(total: int, ops: int, elapsed_ns: int) -> str:
@@ -140,8 +144,7 @@ def read_and_report(
     """Read *count* bytes, check the *checked* part against ``-P``'s *pattern*, dump them for
     ``-v`` and report; returns whether the pattern matched (a failed read fails the command)."""
     buf = bytearray(count)
-    image = session.current
-    elapsed = run_request(session, what, lambda: image.readinto_at(offset, buf))
+    elapsed = run_request(session, what, session.current.readinto_at, offset, buf)
     start = checked.start or 0
     ok = pattern is None or verify(session, buf[checked], pattern, offset + start)
     if "-v" in opts and "-q" not in opts:
@@ -155,18 +158,25 @@ def write_and_report(
 ) -> None:
     """Write *data* (zeros for None: ``-z``, unmapping them with ``-u``), flush for ``-f`` or a
     writethrough cache, and report."""
-    image = session.current
-
-    def request() -> None:
-        if data is None:
-            image.write_zeroes(offset, count, unmap="-u" in opts and session.settings.discard)
-        else:
-            image.write_at(offset, data)
-        if "-f" in opts or session.settings.writethrough:
-            image.flush()
-
-    elapsed = run_request(session, what, request)
+    flush = "-f" in opts or session.settings.writethrough
+    if data is None:
+        unmap = "-u" in opts and session.settings.discard
+        elapsed = run_request(session, what, _write_zeroes, session.current, offset, count, unmap, flush)
+    else:
+        elapsed = run_request(session, what, _write, session.current, offset, data, flush)
     report(session, opts, "wrote", offset, count, elapsed)
+
+
+def _write(image: Image, offset: int, data: bytes, flush: bool) -> None:
+    image.write_at(offset, data)
+    if flush:
+        image.flush()
+
+
+def _write_zeroes(image: Image, offset: int, count: int, unmap: bool, flush: bool) -> None:
+    image.write_zeroes(offset, count, unmap=unmap)
+    if flush:
+        image.flush()
 
 
 @overload
@@ -343,14 +353,9 @@ def discard_f(session: Session, argv: list[str]) -> None:
         raise CommandFailed
     offset, count = offset_and_length(session, *operands)
     image = session.current
-
-    def request() -> None:
-        if session.settings.discard:
-            image.discard(offset, count)
-        else:
-            image.map(offset, count)  # still a range check, as the block layer does
-
-    elapsed = run_request(session, "discard", request)
+    # without discard, still a range check, as the block layer does
+    request = image.discard if session.settings.discard else image.map
+    elapsed = run_request(session, "discard", request, offset, count)
     report(session, opts, "discard", offset, count, elapsed)
 
 

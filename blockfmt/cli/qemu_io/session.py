@@ -3,11 +3,11 @@ texts qemu-io prints for bad arguments."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...cache import CacheMode
 from ...errors import BlockFormatError, InvalidOptionError
 from ...host import Host
 from ...image import Image
@@ -29,19 +29,18 @@ __all__ = [
     "number",
     "parse_options",
     "pattern_byte",
-    "timed",
 ]
 
 #: BDRV_REQUEST_MAX_BYTES: INT_MAX rounded down to a 512-byte sector
 REQUEST_MAX_BYTES = (2**31 - 1) // 512 * 512
-#: bdrv_parse_cache_mode: mode -> (O_DIRECT, writethrough)
+#: bdrv_parse_cache_mode: mode -> (O_DIRECT, writethrough, no flush)
 CACHE_MODES = {
-    "none": (True, False),
-    "off": (True, False),
-    "directsync": (True, True),
-    "writeback": (False, False),
-    "unsafe": (False, False),
-    "writethrough": (False, True),
+    "none": (True, False, False),
+    "off": (True, False, False),
+    "directsync": (True, True, False),
+    "writeback": (False, False, False),
+    "unsafe": (False, False, True),
+    "writethrough": (False, True, False),
 }
 AIO_MODES = ("threads", "native", "io_uring")
 #: bdrv_parse_discard_flags: mode -> whether discard requests reach the image
@@ -64,6 +63,8 @@ class OpenSettings:
     writethrough: bool = True
     #: -t none / directsync (O_DIRECT), needed by aio=native
     direct: bool = False
+    #: -t unsafe (``cache.no-flush``): flushes, the closing one included, never reach the disk
+    no_flush: bool = False
     native_aio: bool = False
     #: -d: whether discard requests (and unmapping zero writes) reach the image
     discard: bool = True
@@ -102,6 +103,8 @@ class Session:
                 image_opts=settings.image_opts,
                 options=settings.options,
                 snapshot=settings.snapshot,
+                # writethrough is the commands' business (reopen -c changes it without an open)
+                cache=CacheMode.UNSAFE if settings.no_flush else CacheMode.WRITEBACK,
             )
         except BlockFormatError as err:
             self.rep.exception(err, context)
@@ -191,13 +194,6 @@ def pattern_byte(session: Session, text: str) -> int:
     return value
 
 
-def timed(request: Callable[[], object]) -> int:
-    """Run *request*; return how long it took in nanoseconds (errors propagate)."""
-    start = time.monotonic_ns()
-    request()
-    return time.monotonic_ns() - start
-
-
 def apply_open_option(rep: Reporter, settings: OpenSettings, opt: str, value: str) -> bool:
     """One of qemu-io's open options (command line or ``open``) into *settings*; False after the
     error for a bad value."""
@@ -208,14 +204,14 @@ def apply_open_option(rep: Reporter, settings: OpenSettings, opt: str, value: st
     elif opt in ("-s", "--snapshot"):
         settings.snapshot = True
     elif opt in ("-n", "--nocache"):
-        settings.direct, settings.writethrough = CACHE_MODES["none"]
+        settings.direct, settings.writethrough, settings.no_flush = CACHE_MODES["none"]
     elif opt in ("-k", "--native-aio"):
         settings.native_aio = True
     elif opt in ("-t", "--cache"):
         if value not in CACHE_MODES:
             rep.error(f"Invalid cache option: {value}")
             return False
-        settings.direct, settings.writethrough = CACHE_MODES[value]
+        settings.direct, settings.writethrough, settings.no_flush = CACHE_MODES[value]
     elif opt in ("-i", "--aio"):
         if value not in AIO_MODES:
             rep.error(f"Invalid aio option: {value}")

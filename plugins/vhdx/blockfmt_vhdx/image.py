@@ -492,6 +492,16 @@ class VhdxDriver(FormatDriver):
         return True
 
     def write(self, offset: int, data: memoryview) -> None:
+        bs = self.block_size
+        block = offset // bs
+        if (offset + len(data) - 1) // bs == block and self._data_guid_written and self.differencing is None:
+            # inside one allocated block, the headers already changed: the common small write,
+            # written in place with no BAT change (the read path's checks on the entry)
+            entry = self.bat.entry(block)
+            host = entry & BAT_OFFSET_MASK
+            if entry & BAT_STATE_MASK == _FULLY_PRESENT and self._regions_end <= host <= self.file_size - bs:
+                self.file.pwrite(data, host + offset - block * bs)
+                return
         self.begin_change()
         if self.differencing is not None:
             self.differencing.write(offset, data)
