@@ -204,17 +204,22 @@ class NumberError(enum.Enum):
     RANGE = "range"
 
 
-@functools.lru_cache(maxsize=1024)
 def cvtnum(text: str, limit: int = INT64_MAX) -> int | NumberError:
     """Parse a QEMU size (``4096``, ``64k``, ``1.5G``, ``0x1000``); sizes in bytes.
 
-    Cached: qemu-io scripts repeat the same few offsets and lengths thousands of times.
-
     :returns: the value, or why it was refused (values above *limit* are out of range).
     """
-    if text.isdigit() and text.isascii():  # plain bytes, the common case: no pattern needed
+    if text.isdigit() and text.isascii():  # plain bytes, the common case: no pattern, no cache
         value = int(text)
-    elif hex_match := re.fullmatch(_HEX, text):
+        return NumberError.RANGE if value >= _STRTOSZ_LIMIT or value > limit else value
+    return _cvtnum_patterned(text, limit)
+
+
+@functools.lru_cache(maxsize=256)
+def _cvtnum_patterned(text: str, limit: int) -> int | NumberError:
+    """:func:`cvtnum` of a number with a suffix, a fraction or in hex. Cached: qemu-io scripts
+    repeat the same few of those (``64k``, ``1M``) thousands of times."""
+    if hex_match := re.fullmatch(_HEX, text):
         value = int(hex_match.group(1), 16)
     else:
         try:
