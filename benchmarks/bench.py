@@ -51,7 +51,8 @@ more ``--repeat``.
   one call per read, ``Image.readinto_at`` against the same offsets read through libvhdi
   (``pyvhdi``, ``read_buffer_at_offset``), dissect.hypervisor (``VHDX``, ``seek`` + ``read``) and
   plain ``os.preadv`` of 4 KiB at as many random offsets of the file (the floor of a call), all
-  measured inside worker processes; the ``qemu s`` column holds the other side's time. Seconds
+  measured inside worker processes as the CPU time of the read loop (wall time on a loaded
+  machine measures the scheduler); the ``qemu s`` column holds the other side's time. Seconds
   per 100,000 reads (10,000 with ``--quick``), so seconds x 10 is microseconds per call (x 100
   with ``--quick``). A library
   that is not installed (``pip install 'blockfmt[bench]'``) is skipped with the reason printed.

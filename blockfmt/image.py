@@ -26,15 +26,6 @@ __all__ = ["Image"]
 Buffer = bytes | bytearray | memoryview
 
 
-def _byte_view(buf: Buffer) -> memoryview:
-    """*buf* as a flat view of bytes; cast only when it is not one already (a cast costs as much
-    as the rest of a small request's checks)."""
-    view = memoryview(buf)
-    if view.format != "B" or view.ndim != 1:
-        view = view.cast("B")
-    return view
-
-
 class Image(io.RawIOBase):
     """An open disk image of some format.
 
@@ -118,13 +109,21 @@ class Image(io.RawIOBase):
         :returns: ``len(buf)``.
         :raises OutOfRangeError: when the range reaches past the end of the disk.
         """
-        view = _byte_view(buf)
+        # the shortest path for a small read, which costs little more than the system call:
+        # a view cast only when its items are not bytes, locals, the checks in one test
+        view = memoryview(buf)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
         length = len(view)
-        with self._lock:
-            if offset < 0 or offset + length > self._driver.size or self._released:
+        driver, lock = self._driver, self._lock
+        lock.acquire()
+        try:
+            if offset < 0 or offset + length > driver.size or self._released:
                 self._check_range(offset, length)  # raises what is wrong
             if length:
-                self._driver.readinto(offset, view)
+                driver.readinto(offset, view)
+        finally:
+            lock.release()
         return length
 
     def read_at(self, offset: int, length: int) -> bytes:
@@ -139,16 +138,22 @@ class Image(io.RawIOBase):
         :raises ReadOnlyError: when opened read-only.
         :raises OutOfRangeError: when the range reaches past the end of the disk.
         """
-        view = _byte_view(data)
+        view = memoryview(data)  # as readinto_at
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
         length = len(view)
-        with self._lock:
-            if offset < 0 or offset + length > self._driver.size or self._released or self._read_only:
+        driver, lock = self._driver, self._lock
+        lock.acquire()
+        try:
+            if offset < 0 or offset + length > driver.size or self._released or self._read_only:
                 self._check_range(offset, length)  # raises what is wrong
                 self._check_writable()
             if length:
-                self._driver.write(offset, view)
+                driver.write(offset, view)
                 if self._flush_every_write:
-                    self._driver.flush()
+                    driver.flush()
+        finally:
+            lock.release()
         return length
 
     def write_zeroes(self, offset: int, length: int, *, unmap: bool = False) -> None:
