@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import array
 from pathlib import Path
 
 import pytest
 
+import blockfmt
 from blockfmt.driver import Extent
 from blockfmt.errors import BlockIOError, OutOfRangeError
 from blockfmt.fileio import OsImageFile
@@ -68,3 +70,24 @@ def test_punch_hole_zeroes_the_range(tmp_path: Path) -> None:
         assert file.pread(10, 0) == b"x" * 10
     finally:
         file.close()
+
+
+@pytest.mark.parametrize("fmt", ["raw", "vhdx", "vdi"])
+def test_buffers_of_wider_items_are_read_and_written_as_their_bytes(tmp_path: Path, fmt: str) -> None:
+    """readinto_at/write_at take any contiguous buffer: a view of 16-bit items or of signed bytes
+    moves its bytes (len() of such a view counts items, not bytes), and the request is checked
+    against the disk size in bytes."""
+    path = tmp_path / f"disk.{fmt}"
+    blockfmt.create(path, fmt, 4 << 20)
+    pattern = bytes(range(256)) * 16
+    with blockfmt.open(path, fmt, read_only=False) as img:
+        assert img.write_at(8192, array.array("H", pattern)) == len(pattern)
+        assert img.write_at(4096, memoryview(bytearray(b"\x7f" * 512)).cast("b")) == 512
+        wide = array.array("H", bytes(len(pattern)))
+        assert img.readinto_at(8192, wide) == len(pattern)
+        assert wide.tobytes() == pattern
+        signed = memoryview(bytearray(1024)).cast("b")
+        assert img.readinto_at(3584, signed) == 1024
+        assert signed.tobytes() == bytes(512) + b"\x7f" * 512
+        with pytest.raises(OutOfRangeError):
+            img.readinto_at((4 << 20) - 4096, array.array("H", bytes(8192)))
