@@ -119,6 +119,8 @@ def plan_layout(size: int, options: dict[str, Any]) -> Layout:
         raise InvalidOptionError("Image size too large; max of 64TB")
     if size % logical:
         raise InvalidOptionError(f"Image size must be a multiple of the logical sector size ({logical})")
+    if size == 0:  # QEMU 7.2 creates one; blockfmt refuses empty disks (docs/differences.md #6b)
+        raise InvalidOptionError("Image size must be positive: an empty VHDX disk is refused on open")
     log_size = options.get("log_size")
     if log_size is None:
         log_size = DEFAULT_LOG_SIZE

@@ -132,8 +132,8 @@ def _check_item_bounds(entry: MetadataTableEntry, name: str, region_length: int)
 def parse_metadata(items: dict[uuid.UUID, bytes]) -> DiskParameters:
     """Validate the known items (by item GUID) and turn them into :class:`DiskParameters`.
 
-    :raises CorruptImageError: for a missing or out-of-range item, or a differencing image
-        (HasParent) without a parent locator.
+    :raises CorruptImageError: for a missing or out-of-range item (a virtual disk size of 0
+        included), or a differencing image (HasParent) without a parent locator.
     """
     for guid, name in _REQUIRED_ITEMS.items():
         if guid not in items:
@@ -160,6 +160,11 @@ def parse_metadata(items: dict[uuid.UUID, bytes]) -> DiskParameters:
         raise CorruptImageError(f"VHDX physical sector size {physical} is invalid")
     if disk_size > MAX_DISK_SIZE or disk_size % logical:
         raise CorruptImageError(f"VHDX virtual disk size {disk_size} is invalid")
+    if disk_size == 0:
+        # An empty disk: QEMU 7.2 counts its BAT entries as (0 - 1) >> bits in 32 bits and refuses
+        # every such image whose BAT region holds less ("Invalid argument"); opening (and so
+        # repairing) it here would hand back an image QEMU cannot open.
+        raise CorruptImageError("VHDX virtual disk size 0 is invalid (QEMU: Invalid argument)")
     return DiskParameters(
         block_size,
         disk_size,
