@@ -22,20 +22,8 @@ from .atheris_main import FORMATS as ATHERIS_FORMATS
 
 REGRESSIONS = Path(__file__).parent / "regressions"
 
-#: finding -> where it must be fixed and what is wrong
-_SHARED_SLOT_MAP = (
-    "plugins/vdi/blockfmt_vdi (check.py, bmap.py): a VDI block map of millions of entries that all "
-    "name one data slot (coverage-guided run of 2026-11-30, 18 findings reduced to these): check -r "
-    "all gives up (more than MAX_SPLIT_BLOCKS shared entries) and leaves the slot shared, so a guest "
-    "write to one block changes the others, and mapping millions of one-block runs overruns the bound"
-)
-OPEN: dict[str, str] = {
-    "atheris-2207bf87afa2-min": _SHARED_SLOT_MAP,
-    "atheris-2d7f5d68e8ac-min": _SHARED_SLOT_MAP,
-    "atheris-89d5bd534264-min": _SHARED_SLOT_MAP,
-    "atheris-b0f5f3c032d2-min": _SHARED_SLOT_MAP,
-    "atheris-f7c08ffe5a39-min": _SHARED_SLOT_MAP,
-}
+#: finding -> where it must be fixed and what is wrong (none open now)
+OPEN: dict[str, str] = {}
 
 
 def _stored() -> list[Path]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import array
 import sys
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from blockfmt.errors import CorruptImageError
@@ -198,16 +198,19 @@ class BlockMap:
 
     # -- writing ----------------------------------------------------------------
 
-    def set_range(self, first: int, values: list[int]) -> None:
-        """Store *values* as the entries from *first* on: one write to the file, then the cache."""
-        data = entries_to_bytes(array.array(_ENTRY_TYPECODE, values))
-        self.file.pwrite(data, self.offset + first * BMAP_ENTRY_SIZE)
-        for i, value in enumerate(values):
-            page, slot = divmod(first + i, PAGE_ENTRIES)
+    def set_range(self, first: int, values: Sequence[int]) -> None:
+        """Store *values* as the entries from *first* on: one write to the file, then the cached
+        pages they fall in, a slice each (a repair rewrites whole pages of a hostile map)."""
+        stored = array.array(_ENTRY_TYPECODE, values)
+        self.file.pwrite(entries_to_bytes(stored), self.offset + first * BMAP_ENTRY_SIZE)
+        index, end = first, first + len(stored)
+        while index < end:
+            page, slot = divmod(index, PAGE_ENTRIES)
+            stop = min(PAGE_ENTRIES, slot + end - index)
             entries = self._pages.get(page)
-            if entries is None:
-                continue
-            if slot < len(entries):
-                entries[slot] = value
-            else:  # the page was cut by end of file when read; re-read it next time
-                del self._pages[page]
+            if entries is not None:
+                if stop <= len(entries):
+                    entries[slot:stop] = stored[index - first : index - first + stop - slot]
+                else:  # the page was cut by end of file when read; re-read it next time
+                    del self._pages[page]
+            index += stop - slot

@@ -9,10 +9,14 @@ QEMU repairs nothing; ``RepairMode.ALL`` here fixes what is safe without guessin
   its data is not in the file, so the block reads as zeros before and after;
 - a block cut short by end of file gets the file extended to cover it (the missing tail reads
   as zeros, as it did);
-- the later of two entries sharing a data block gets its own copy of the block (both read what
-  they read before; dropping it would turn readable data into zeros), when everything else is
-  repairable and there are at most :data:`MAX_SPLIT_BLOCKS` of them: otherwise (a hostile map
-  of millions of duplicates) they are reported and left as they are, and the count is not touched;
+- of the entries sharing a data block, the first (in map order) keeps it, and each later one
+  is dropped when no reader can tell: its block lies past the end of the virtual disk (neither
+  tool reads it), or the shared block holds only zeros (the block reads zeros either way);
+  otherwise it gets its own copy of the block (both read what they read before; dropping it
+  would turn readable data into zeros). A hostile map can name one block millions of times:
+  when more than :data:`MAX_SPLIT_BLOCKS` copies would be needed, or more than that many shared
+  blocks would have to be read to tell, the repair is given up (reported, nothing changed), as
+  the copies would make a file of as many blocks as the map has entries;
 - the count is rewritten from the repaired map, last. QEMU allocates at ``blocks_allocated``, so
   a count over a sparse map would let QEMU overwrite a live block: when kept entries lie at or
   above the new count, the data area is compacted first (:meth:`VdiDriver.compact`: the highest
@@ -20,6 +24,10 @@ QEMU repairs nothing; ``RepairMode.ALL`` here fixes what is safe without guessin
   is cut after the last block;
 - an entry too large (at or above ``blocks_in_image``) whose block is in the file keeps its data:
   QEMU reads the block from there, so the compaction moves it into a free slot below the count.
+
+Dropped entries are written a map page at a time as the scan goes, so a map of millions of bad
+entries costs a few page writes, not one write per entry. A repair starts only when the whole map
+is in the file (a map cut short is reported and nothing is repaired).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from blockfmt.driver import CheckResult, RepairMode
 from blockfmt.errors import CorruptImageError
 
 from .bmap import PAGE_ENTRIES
-from .constants import BMAP_DISCARDED, is_allocated
+from .constants import BMAP_DISCARDED, BMAP_ENTRY_SIZE, BMAP_UNALLOCATED, is_allocated
 from .image import VdiDriver
 
 __all__ = ["check_image"]
@@ -43,20 +51,26 @@ _EMPTY_PAGE = b"\xff" * (PAGE_ENTRIES * 4)
 #: listing them all would take gigabytes where QEMU streams them to stderr
 MAX_MESSAGES = 10_000
 #: blocks one repair copies to give shared data blocks their own copies (each copy is one block of
-#: I/O and file space; a real image has a few duplicates, a hostile map millions)
+#: I/O and file space; a real image has a few duplicates, a hostile map millions), and shared
+#: blocks it reads to find those that hold only zeros
 MAX_SPLIT_BLOCKS = 64
 
 
 @dataclass
 class _Scan:
-    """What one pass over the map found."""
+    """What one pass over the map found, and what it needs to judge an entry."""
 
     result: CheckResult
+    bii: int = 0  # blocks_in_image: entries at or above it are too large
+    eof_entry: int = 0  # the first entry whose block starts at or past end of file
+    cut_entry: int = -1  # the entry whose block the end of file cuts short, if any
+    cut_end: int = 0  # where that block ends: the file is extended to it
+    disk_blocks: int = 0  # blocks of the virtual disk: entries of blocks past it are read by no one
     allocated: int = 0  # entries kept: what the count must say after repair
     counted: int = 0  # entries below blocks_in_image, as QEMU counts them
-    drops: list[int] = field(default_factory=list)
-    duplicates: int = 0  # entries naming a slot an earlier entry names (found by a repair)
-    splits: list[tuple[int, int]] = field(default_factory=list)  # their (block, entry), to get copies
+    dropped: int = 0  # entries a repair made unallocated (written a page at a time during the scan)
+    splits: list[tuple[int, int]] = field(default_factory=list)  # (block, entry) to get own copies
+    zero_slots: frozenset[int] = frozenset()  # shared slots holding only zeros: later users dropped
     extend_to: int = 0
     max_entry: int = -1
     max_block: int = -1  # the block whose entry is max_entry
@@ -64,6 +78,7 @@ class _Scan:
     complete: bool = True  # False when the map could not be read to its end: nothing is repaired then
     fix: bool = False  # a repair: False for a check, and for a repair given up before it started
     seen: bytearray = field(default_factory=bytearray)  # bit per data-area slot named by a kept entry
+    large_seen: set[int] = field(default_factory=set)  # slots at or above bii named by a kept entry
 
 
 def check_image(driver: VdiDriver, repair: RepairMode) -> CheckResult:
@@ -73,12 +88,12 @@ def check_image(driver: VdiDriver, repair: RepairMode) -> CheckResult:
     """
     scan = _scan(driver, repair is RepairMode.ALL)
     result = scan.result
-    if scan.fix and scan.complete and (scan.drops or scan.extend_to or result.corruptions_fixed):
-        driver.unmap_blocks(scan.drops)
-        driver.extend_file(scan.extend_to)
-        if scan.rewrite_count:
-            driver.flush()  # the drops are durable before any slot they freed is reused
-            driver.compact(_moves_below(driver, scan), scan.allocated)
+    if scan.fix and (scan.dropped or scan.extend_to or result.corruptions_fixed):
+        if scan.complete:
+            driver.extend_file(scan.extend_to)
+            if scan.rewrite_count:
+                driver.flush()  # the drops are durable before any slot they freed is reused
+                driver.compact(_moves_below(driver, scan), scan.allocated)
         driver.flush()
     return result
 
@@ -126,27 +141,55 @@ def _used_pages(driver: VdiDriver) -> Iterator[tuple[int, array.array[int]]]:
             yield first, page
 
 
-def _shares_too_many(driver: VdiDriver, eof_entry: int) -> bool:
-    """Whether a repair would have to copy more than MAX_SPLIT_BLOCKS blocks for entries sharing
-    a slot in the file (those past end of file are dropped, not copied); stops as soon as it knows.
+def _sorted_entries(entries: array.array[int]) -> tuple[list[int], bool]:
+    """*entries* sorted, and whether they are all one value: a hostile map is often pages of one
+    entry (zeros), which one C-speed comparison finds without the sort."""
+    if entries and entries.tobytes() == entries[:1].tobytes() * len(entries):
+        return [entries[0]] * len(entries), True
+    return sorted(entries), False
 
-    Per page: a C-speed sort and set, then one step per distinct entry (a hostile map of millions
-    of zeros is a few steps per page).
+
+def _occurrences(entries: list[int], value: int) -> int:
+    """How many times *value* is in the sorted list *entries* (two C-speed bisections)."""
+    return bisect.bisect_right(entries, value) - bisect.bisect_left(entries, value)
+
+
+def _shared_in_disk(driver: VdiDriver, scan: _Scan) -> dict[int, int] | None:
+    """Slot -> how many later users inside the virtual disk name it, for every slot in the file
+    that two of them name; None as soon as more than MAX_SPLIT_BLOCKS slots are shared.
+
+    Only the map up to the end of the virtual disk is read (the users past it are dropped, never
+    copied). Per page: a C-speed sort and set, then one step per distinct entry (a hostile map of
+    millions of zeros is a few steps per page).
     """
-    seen = bytearray(-(-eof_entry // 8))
-    shared = 0
-    for _, page in _used_pages(driver):
-        entries = sorted(page)
-        in_file = entries[: bisect.bisect_left(entries, eof_entry)]
-        distinct = set(in_file)
-        shared += len(in_file) - len(distinct)
-        for entry in distinct:
+    seen = bytearray(-(-scan.eof_entry // 8))
+    later: dict[int, int] = {}
+    for first, page in _used_pages(driver):
+        if first >= scan.disk_blocks:
+            break
+        entries = sorted(page[: scan.disk_blocks - first])
+        in_file = entries[: bisect.bisect_left(entries, scan.eof_entry)]
+        for entry in set(in_file):
             byte, bit = divmod(entry, 8)
-            shared += bool(seen[byte] & (1 << bit))
+            extra = _occurrences(in_file, entry) - 1 + bool(seen[byte] & (1 << bit))
             seen[byte] |= 1 << bit
-        if shared > MAX_SPLIT_BLOCKS:
-            return True
-    return False
+            if extra:
+                later[entry] = later.get(entry, 0) + extra
+                if len(later) > MAX_SPLIT_BLOCKS:
+                    return None
+    return later
+
+
+def _plan_shared(driver: VdiDriver, scan: _Scan) -> frozenset[int] | None:
+    """The shared slots inside the disk that hold only zeros (their later users are dropped), or
+    None when the repair is to be given up: more than MAX_SPLIT_BLOCKS shared slots to read, or
+    more than MAX_SPLIT_BLOCKS later users of slots with data to copy."""
+    later = _shared_in_disk(driver, scan)
+    if later is None:
+        return None
+    zeros = frozenset(entry for entry in later if driver.block_reads_zeros(entry))
+    copies = sum(count for entry, count in later.items() if entry not in zeros)
+    return None if copies > MAX_SPLIT_BLOCKS else zeros
 
 
 def _scan(driver: VdiDriver, fix: bool) -> _Scan:
@@ -155,19 +198,26 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
     # QEMU's vdi_co_check fills no allocation counters or end offset, so qemu-img prints none.
     result = CheckResult()
     offset_data, block_size, file_end = header.offset_data, driver.block_size, driver.file_end
-    # the first entry whose block starts at or past end of file, and the one cut short by it (if any)
     eof_entry = max(0, -(-(file_end - offset_data) // block_size))
-    cut_entry = eof_entry - 1 if (file_end - offset_data) % block_size else -1
+    scan = _Scan(
+        result,
+        bii=bii,
+        eof_entry=eof_entry,
+        cut_entry=eof_entry - 1 if (file_end - offset_data) % block_size else -1,
+        cut_end=offset_data + eof_entry * block_size,
+        disk_blocks=-(-driver.size // block_size),
+        seen=bytearray(-(-bii // 8)),
+    )
     given_up = False
-    if fix:
-        try:
-            given_up = _shares_too_many(driver, eof_entry)
-        except CorruptImageError:
-            pass  # the scan below reports the map cut short, and repairs nothing
-    fix = fix and not given_up
-    scan = _Scan(result, fix=fix)
-    seen = scan.seen = bytearray(-(-bii // 8))
-    large_seen: set[int] = set()  # slots at or above blocks_in_image named by a kept (too-large) entry
+    # a map cut short by end of file is reported by the scan, and nothing is repaired
+    if fix and header.offset_bmap + bii * BMAP_ENTRY_SIZE <= file_end:
+        zero_slots = _plan_shared(driver, scan)
+        given_up = zero_slots is None
+        scan.fix = not given_up
+        scan.zero_slots = zero_slots or frozenset()
+    fix = scan.fix
+    seen, large_seen, disk_blocks, zero_slots = scan.seen, scan.large_seen, scan.disk_blocks, scan.zero_slots
+    zero_entry = driver.zero_entry
 
     unlisted = 0
 
@@ -185,45 +235,65 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
 
     try:
         for first, page in _used_pages(driver):
-            if not fix and unlisted:
-                # No room left to list problems, and nothing to repair: count the page in bulk.
-                bad = _count_page(scan, first, page, bii, eof_entry, cut_entry)
-                result.corruptions += bad
-                unlisted += bad
+            if unlisted:
+                # No room left to list problems: count (and repair) the page in bulk.
+                if fix:
+                    fixed, repaired = _fix_page(scan, first, page, zero_entry)
+                    if repaired is not None:
+                        driver.store_map_entries(first, repaired)
+                    result.corruptions_fixed += fixed
+                    unlisted += fixed
+                else:
+                    bad = _count_page(scan, first, page)
+                    result.corruptions += bad
+                    unlisted += bad
                 continue
+            repaired = None
             for slot, entry in enumerate(page):
                 if entry >= BMAP_DISCARDED:  # not allocated (this loop is per entry: no calls)
                     continue
                 block = first + slot
                 start = offset_data + entry * block_size
                 past_eof = start >= file_end
+                drop = -1  # what a dropped entry becomes
+                used = False
                 if entry >= bii:
                     # Kept when its data is in the file: the compaction moves it below the count.
                     report(fix, "block index {} too large, is {}", block, entry)
                     if not fix:
                         continue
                     if past_eof:
-                        scan.drops.append(block)
-                        continue
-                    used = entry in large_seen
-                    large_seen.add(entry)
+                        drop = BMAP_UNALLOCATED
+                    else:
+                        used = entry in large_seen
+                        large_seen.add(entry)
                 else:
                     scan.counted += 1
                     if past_eof:
                         report(fix, "block index {} lies beyond the end of the file, is {}", block, entry)
                         if fix:
-                            scan.drops.append(block)
-                            continue
-                    byte, bit = divmod(entry, 8)
-                    used = seen[byte] & (1 << bit)
-                    seen[byte] |= 1 << bit
+                            drop = BMAP_UNALLOCATED
+                    if drop < 0:
+                        byte, bit = divmod(entry, 8)
+                        used = bool(seen[byte] & (1 << bit))
+                        seen[byte] |= 1 << bit
                 if used:
-                    if fix:  # reported after the scan: the copy is made only if everything is repaired
-                        scan.duplicates += 1
-                        if len(scan.splits) < MAX_MESSAGES:
-                            scan.splits.append((block, entry))
-                    else:
+                    if not fix:
                         report(False, "block index {} also used by {}", entry, entry)
+                    elif block >= disk_blocks:
+                        drop = BMAP_UNALLOCATED
+                    elif entry in zero_slots:
+                        drop = zero_entry
+                    else:  # reported after the scan: the copy is made by the compaction
+                        scan.splits.append((block, entry))
+                    if drop >= 0:
+                        report(True, "block index {} also used by {}", entry, entry)
+                if drop >= 0:
+                    if repaired is None:
+                        repaired = array.array(page.typecode, page)
+                    repaired[slot] = drop
+                    scan.dropped += 1
+                    continue
                 scan.allocated += 1
                 end = start + block_size
                 if not past_eof and end > file_end:
@@ -231,22 +301,14 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
                     scan.extend_to = max(scan.extend_to, end)
                 if entry > scan.max_entry:
                     scan.max_entry, scan.max_block = entry, block
+            if repaired is not None:
+                driver.store_map_entries(first, repaired)
     except CorruptImageError as err:
         result.corruptions += 1
         result.messages.append(f"ERROR: {err}")
         scan.complete = False
-    if scan.duplicates:
-        # The later user of a shared block gets its own copy (a too-large one is moved below the
-        # count anyway, which is its copy): only in a repair that fixes everything, as the copies
-        # are made by the compaction, and only up to MAX_SPLIT_BLOCKS of them.
-        split = scan.complete and result.corruptions == 0 and scan.duplicates <= MAX_SPLIT_BLOCKS
-        for _, entry in scan.splits:
-            report(split, "block index {} also used by {}", entry, entry)
-        unreported = scan.duplicates - len(scan.splits)
-        result.corruptions += unreported
-        unlisted += unreported
-        if not split:
-            scan.splits.clear()
+    for _, entry in scan.splits:  # the later user of a shared block gets its own copy
+        report(True, "block index {} also used by {}", entry, entry)
     if scan.complete:
         count = header.blocks_allocated
         clean = fix and result.corruptions == 0
@@ -274,20 +336,96 @@ def _scan(driver: VdiDriver, fix: bool) -> _Scan:
     return scan
 
 
-def _count_page(
-    scan: _Scan, first: int, page: array.array[int], bii: int, eof_entry: int, cut_entry: int
-) -> int:
+def _fix_page(
+    scan: _Scan, first: int, page: array.array[int], zero_entry: int
+) -> tuple[int, array.array[int] | None]:
+    """Repair one map page as the per-entry loop of a repair does, with C-speed sorts, counts and
+    a dictionary lookup per entry (``map(dict.get)``) instead of Python work per entry; updates
+    *scan* as it would. Used once the message list is full (a hostile map holds millions of bad
+    entries). Returns how many problems were fixed here and the repaired page (None: unchanged).
+
+    The page is taken in two segments, the blocks inside the virtual disk and those past it, so
+    that each distinct entry gets one decision per segment.
+    """
+    fixed = 0
+    repaired: array.array[int] | None = None
+    inside = max(0, min(len(page), scan.disk_blocks - first))
+    for lo, hi in ((0, inside), (inside, len(page))):
+        if lo == hi:
+            continue
+        segment = page[lo:hi]
+        entries, uniform = _sorted_entries(segment)
+        allocated = entries[: bisect.bisect_left(entries, BMAP_DISCARDED)]
+        replace: dict[int, int] = {}
+        first_kept: list[int] = []  # entries whose first user here keeps the slot, later ones dropped
+        for entry in allocated[:1] if uniform else sorted(set(allocated)):
+            users = _occurrences(allocated, entry)
+            if entry >= scan.bii:
+                fixed += users  # too large
+                if entry >= scan.eof_entry:
+                    replace[entry] = BMAP_UNALLOCATED
+                    scan.dropped += users
+                    continue
+                used = entry in scan.large_seen
+                scan.large_seen.add(entry)
+            else:
+                scan.counted += users
+                if entry >= scan.eof_entry:
+                    fixed += users
+                    replace[entry] = BMAP_UNALLOCATED
+                    scan.dropped += users
+                    continue
+                byte, bit = divmod(entry, 8)
+                used = bool(scan.seen[byte] & (1 << bit))
+                scan.seen[byte] |= 1 << bit
+            later = users - (not used)
+            kept = users
+            if later:
+                if lo == inside or entry in scan.zero_slots:
+                    replace[entry] = zero_entry if lo < inside else BMAP_UNALLOCATED
+                    if not used:
+                        first_kept.append(entry)
+                    fixed += later
+                    scan.dropped += later
+                    kept -= later
+                else:  # at most MAX_SPLIT_BLOCKS in all (_plan_shared): found one by one
+                    at = segment.index(entry) + (not used)
+                    for _ in range(later):
+                        at = segment.index(entry, at)
+                        scan.splits.append((first + lo + at, entry))
+                        at += 1
+            scan.allocated += kept
+            if kept and entry == scan.cut_entry:
+                fixed += kept
+                scan.extend_to = max(scan.extend_to, scan.cut_end)
+            if kept and entry > scan.max_entry:
+                scan.max_entry, scan.max_block = entry, first + lo + segment.index(entry)
+        if replace:
+            if repaired is None:
+                repaired = array.array(page.typecode, page)
+            if uniform:
+                new = array.array(page.typecode, [replace[entries[0]]]) * len(segment)
+            else:
+                new = array.array(page.typecode, list(map(replace.get, segment, segment)))
+            for entry in first_kept:
+                new[segment.index(entry)] = entry
+            repaired[lo:hi] = new
+    return fixed, repaired
+
+
+def _count_page(scan: _Scan, first: int, page: array.array[int]) -> int:
     """The problems of one map page, counted as the per-entry loop of a read-only check counts them,
     with C-speed sorts and counts instead of Python work per entry (a hostile map holds millions of
     duplicates, which only need counting once the message list is full); updates *scan* as it would.
     """
-    entries = sorted(page)
+    bii, eof_entry, cut_entry = scan.bii, scan.eof_entry, scan.cut_entry
+    entries, uniform = _sorted_entries(page)
     small = entries[: bisect.bisect_left(entries, bii)]  # in range: counted, may be bad otherwise
     problems = bisect.bisect_left(entries, BMAP_DISCARDED) - len(small)  # too large
     problems += len(small) - bisect.bisect_left(small, eof_entry)  # past end of file
     if cut_entry >= 0:
         problems += small.count(cut_entry)  # cut short by end of file
-    distinct = set(small)
+    distinct = set(small[:1] if uniform else small)
     problems += len(small) - len(distinct)  # a later entry of this page names the same slot
     seen = scan.seen
     for entry in distinct:

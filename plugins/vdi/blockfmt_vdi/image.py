@@ -11,7 +11,7 @@ unallocated or stored back to back in the file, and each stretch is one ``preadv
 from __future__ import annotations
 
 import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from blockfmt.driver import BackingLink, Extent, FormatDriver, ImageInfo
 from blockfmt.errors import CorruptImageError, InvalidOptionError, UnsupportedOperationError
@@ -126,10 +126,24 @@ class VdiDriver(FormatDriver):
         """
         return self.bmap.pages()
 
-    def unmap_blocks(self, blocks: Iterable[int]) -> None:
-        """Make each virtual block in *blocks* unallocated (repair drops entries it cannot trust)."""
-        for block in blocks:
-            self.bmap.set_range(block, [BMAP_UNALLOCATED])
+    def store_map_entries(self, first: int, entries: array.array[int]) -> None:
+        """Write *entries* as the block map from virtual block *first* on (repair, a page at a time)."""
+        self.bmap.set_range(first, entries)
+
+    @property
+    def zero_entry(self) -> int:
+        """The entry of a block that reads as zeros without a data block: unallocated, or in a
+        differencing image (where unallocated reads the parent) discarded."""
+        return BMAP_DISCARDED if self.is_differencing else BMAP_UNALLOCATED
+
+    def block_reads_zeros(self, entry: int) -> bool:
+        """Whether the data block with map entry *entry* holds only zeros: file holes and the part
+        past end of file are skipped without reading, the rest compared a read at a time."""
+        host = self.host_offset(entry)
+        for pos, length, is_data in self.file.data_runs(host, min(host + self.block_size, self.file_end)):
+            if is_data and self.file.pread(length, pos).count(0) != length:
+                return False
+        return True
 
     def extend_file(self, end: int) -> None:
         """Grow the file to *end* bytes if it is shorter (repair: blocks the map names must exist)."""

@@ -1,0 +1,195 @@
+"""check -r all on maps whose entries share data blocks by the million (issue 19).
+
+The coverage-guided fuzzer found VDI maps of 16 million entries all naming data slot 0 (an 8 MiB disk
+whose header claims 16 million blocks, the map a stretch of zeros): giving every later user its own
+copy would write a block per entry, so the repair used to give up and leave the map shared. A later
+user that no reader can tell from a dropped entry is now dropped instead: its block lies past the
+end of the virtual disk (neither blockfmt nor QEMU reads it), or the shared block holds only zeros
+(it reads zeros either way). Copies are made only for the rest, at most MAX_SPLIT_BLOCKS of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import struct
+from pathlib import Path
+
+import pytest
+
+import blockfmt
+import blockfmt_vdi.check
+from blockfmt.errors import CorruptImageError
+from blockfmt.testing.qemu import run_tool
+from blockfmt_vdi.bmap import PAGE_ENTRIES
+from blockfmt_vdi.constants import BMAP_DISCARDED, BMAP_UNALLOCATED
+from blockfmt_vdi.structs import Header
+
+from .conftest import MIB, allocated_count, entries
+from .test_repair_dense import blocks_of, corrupt, make, repair
+
+U = BMAP_UNALLOCATED
+
+
+def shrink_disk(path: Path, disk_blocks: int) -> None:
+    """Make the virtual disk *disk_blocks* blocks while the map keeps all its entries (QEMU and
+    blockfmt read only the disk; the map may be larger)."""
+    with open(path, "r+b") as f:
+        header = Header.parse(f.read(512))
+        f.seek(0)
+        f.write(dataclasses.replace(header, disk_size=disk_blocks * MIB).pack())
+
+
+def test_users_past_the_virtual_disk_are_dropped_not_copied(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(blockfmt_vdi.check, "MAX_SPLIT_BLOCKS", 1)
+    path = make(tmp_path, 8, 2)  # slots 0 and 1 hold bytes 1 and 2
+    shrink_disk(path, 3)
+    corrupt(path, bmap=[0, 1, U, 1, 1, 0, 1, 0])  # blocks 3..7 lie past the 3-block disk
+    repaired, again = repair(path)
+    assert repaired.messages[:5] == ["Repairing block index 1 also used by 1"] * 2 + [
+        "Repairing block index 0 also used by 0",
+        "Repairing block index 1 also used by 1",
+        "Repairing block index 0 also used by 0",
+    ]
+    assert (repaired.corruptions, again.corruptions, again.messages) == (0, 0, [])
+    assert entries(path, 8) == [0, 1, U, U, U, U, U, U]
+    assert blocks_of(path, 3) == [b"\x01", b"\x02", b"\x00"]
+    assert allocated_count(path) == 2 and path.stat().st_size == 0x400 + 2 * MIB
+
+
+def test_users_of_a_block_of_zeros_are_dropped_however_many(tmp_path: Path) -> None:
+    """More users than MAX_SPLIT_BLOCKS inside the disk, of a slot holding zeros: each read zeros
+    before and reads zeros after, and the file does not grow by a block per user."""
+    users = blockfmt_vdi.check.MAX_SPLIT_BLOCKS * 3
+    path = make(tmp_path, users + 2, 1)
+    with blockfmt.open(path, read_only=False) as img:
+        img.write_at(MIB, bytes(MIB))  # slot 1: a block of zeros, allocated
+    corrupt(path, bmap=[0, *[1] * users, U])
+    repaired, again = repair(path)
+    assert (repaired.corruptions, repaired.corruptions_fixed) == (0, users)  # users - 1, and the count
+    assert (again.corruptions, again.messages) == (0, [])
+    assert entries(path, users + 2) == [0, 1, *[U] * (users - 1), U]
+    assert blocks_of(path, users + 2) == [b"\x01", *[b"\x00"] * (users + 1)]
+    offset_data = Header.parse(path.read_bytes()[:512]).offset_data
+    assert allocated_count(path) == 2 and path.stat().st_size == offset_data + 2 * MIB
+
+
+def test_differencing_image_drops_them_as_discarded(tmp_path: Path) -> None:
+    """In a child, unallocated reads the parent: the dropped users of a block of zeros are
+    discarded instead, so they keep reading zeros, not the parent's data."""
+    parent = make(tmp_path, 4, 4)
+    child = tmp_path / "child.vdi"
+    blockfmt.create(child, "vdi", None, backing_file=str(parent), backing_fmt="vdi")
+    with blockfmt.open(child, read_only=False) as img:
+        img.write_at(0, bytes(MIB))  # child slot 0: zeros over the parent's byte 1
+    corrupt(child, bmap=[0, 0, 0, U])
+    with blockfmt.open(child, read_only=False) as img:
+        result = img.check("all")
+    assert (result.corruptions, result.corruptions_fixed) == (0, 3)
+    assert entries(child, 4) == [0, BMAP_DISCARDED, BMAP_DISCARDED, U]
+    assert blocks_of(child, 4) == [b"\x00", b"\x00", b"\x00", b"\x04"]
+
+
+def test_many_users_of_a_block_with_data_still_give_up(tmp_path: Path) -> None:
+    users = blockfmt_vdi.check.MAX_SPLIT_BLOCKS + 2
+    path = make(tmp_path, users, 1)
+    corrupt(path, bmap=[0] * users)
+    before = path.read_bytes()
+    repaired, _ = repair(path)
+    assert repaired.corruptions == users  # users - 1 shared, and the count
+    assert repaired.messages[-1].startswith("(not repaired: more than 64 block map entries share")
+    assert path.read_bytes() == before
+
+
+# -- the bulk repair of a full message list agrees with the per-entry one ---------------------------
+
+BLOCKS = 3 * PAGE_ENTRIES + 77
+DISK_BLOCKS = PAGE_ENTRIES + 100  # the second page straddles the end of the disk
+WRITTEN = 5  # slots 0..3 hold data, slot 4 zeros; the file ends inside a sixth block
+
+
+def _hostile(path: Path, seed: int) -> None:
+    """Every kind of bad entry over several pages, those inside the disk sharing only the block
+    of zeros (so the repair copies nothing and is not given up)."""
+    blockfmt.create(path, "vdi", BLOCKS * MIB)
+    with blockfmt.open(path, read_only=False) as img:
+        for block in range(WRITTEN):
+            img.write_at(block * MIB, bytes([block + 1 if block < 4 else 0]) * 512)
+    shrink_disk(path, DISK_BLOCKS)
+    header = Header.parse(path.read_bytes()[:512])
+    rng = random.Random(seed)
+    anywhere = (
+        lambda: U,
+        lambda: BMAP_DISCARDED,
+        lambda: 4,  # the block of zeros
+        lambda: WRITTEN,  # the block the end of file cuts short
+        lambda: rng.randrange(WRITTEN + 1, BLOCKS),  # past end of file
+        lambda: rng.randrange(BLOCKS, 1 << 31),  # too large, past end of file
+        lambda: rng.randrange(BLOCKS, 1 << 31) if rng.random() < 0.9 else 0x00FF00FF,  # one mostly
+    )
+    past_disk = (*anywhere, lambda: rng.randrange(WRITTEN))  # copies of the data blocks too
+    bmap = [0, 1, 2, 3] + [
+        rng.choice(anywhere if block < DISK_BLOCKS else past_disk)() for block in range(4, BLOCKS)
+    ]
+    bmap[PAGE_ENTRIES * 2 : PAGE_ENTRIES * 3] = [0] * PAGE_ENTRIES  # a page of one entry past the disk
+    with open(path, "r+b") as f:
+        f.seek(header.offset_bmap)
+        f.write(struct.pack(f"<{BLOCKS}I", *bmap))
+        f.truncate(header.offset_data + WRITTEN * MIB + MIB // 2)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_bulk_repair_equals_the_per_entry_repair(tmp_path: Path, monkeypatch, seed: int) -> None:
+    results = []
+    shipped = blockfmt_vdi.check.MAX_MESSAGES
+    for cap in (shipped, 10**9):
+        path = tmp_path / f"cap{cap}.vdi"
+        _hostile(path, seed)
+        monkeypatch.setattr(blockfmt_vdi.check, "MAX_MESSAGES", cap)
+        with blockfmt.open(path, read_only=False) as img:
+            result = img.check("all")
+            recheck = img.check()
+        assert (result.corruptions, recheck.corruptions) == (0, 0)
+        data = path.read_bytes()  # the header's UUIDs differ (each image is created anew)
+        results.append((result.corruptions_fixed, allocated_count(path), data[512:]))
+    assert results[0][0] == results[1][0] > shipped
+    assert results[0][1:] == results[1][1:]
+
+
+def _readable_blocks(path: Path, count: int) -> dict[int, bytes]:
+    """Block -> bytes for each of the first *count* blocks blockfmt reads (one past end of file
+    is an error here, zeros in QEMU)."""
+    blocks = {}
+    with blockfmt.open(path) as img:
+        for block in range(count):
+            try:
+                blocks[block] = img.read_at(block * MIB, MIB)
+            except CorruptImageError:
+                pass
+    return blocks
+
+
+def _qemu_reads(qemu_img: str, path: Path, count: int) -> bytes:
+    out = path.with_suffix(".raw")
+    argv = [qemu_img, "dd", "-f", "vdi", "-O", "raw", "bs=1M", f"count={count}", f"if={path}", f"of={out}"]
+    result = run_tool(argv)
+    assert result.returncode == 0, result.output
+    return out.read_bytes()
+
+
+@pytest.mark.qemu
+def test_repaired_shared_map_satisfies_qemu_and_reads_the_same(tmp_path: Path, qemu_img: str) -> None:
+    compared = 256  # blocks: a few hundred random entries of every kind
+    path = tmp_path / "t.vdi"
+    _hostile(path, 3)
+    ours, theirs = _readable_blocks(path, compared), _qemu_reads(qemu_img, path, compared)
+    assert [ours[block][0] for block in range(5)] == [1, 2, 3, 4, 0]
+    assert run_tool([qemu_img, "check", str(path)]).returncode == 2
+    with blockfmt.open(path, read_only=False) as img:
+        assert img.check("all").corruptions == 0
+    result = run_tool([qemu_img, "check", str(path)])
+    assert result.returncode == 0, result.output
+    assert _qemu_reads(qemu_img, path, compared) == theirs
+    after = _readable_blocks(path, compared)
+    assert len(after) == compared
+    assert all(after[block] == data for block, data in ours.items())
