@@ -193,3 +193,34 @@ def test_repaired_shared_map_satisfies_qemu_and_reads_the_same(tmp_path: Path, q
     after = _readable_blocks(path, compared)
     assert len(after) == compared
     assert all(after[block] == data for block, data in ours.items())
+
+
+# -- map: a stretch of blocks naming one data block is one extent ---------------------------------
+
+
+def test_map_coalesces_blocks_that_name_one_data_block(tmp_path: Path) -> None:
+    path = make(tmp_path, 2 * PAGE_ENTRIES + 10, 2)
+    corrupt(path, bmap=[0, 1, *[1] * (2 * PAGE_ENTRIES + 4), 0, 0, U, 1])
+    with blockfmt.open(path) as img:
+        extents = [(e.offset // MIB, e.length // MIB, e.data, e.host_offset) for e in img.map()]
+        data_at = Header.parse(path.read_bytes()[:512]).offset_data
+        assert extents == [
+            (0, 1, True, data_at),  # block 0: slot 0, on its own
+            # blocks naming slot 1 (across two page ends), then two naming slot 0: data without an
+            # offset, so adjacent stretches merge as any extents of one kind do
+            (1, 2 * PAGE_ENTRIES + 7, True, None),
+            (2 * PAGE_ENTRIES + 8, 1, False, None),
+            (2 * PAGE_ENTRIES + 9, 1, True, data_at + MIB),
+        ]
+        assert img.read_at(3 * MIB, 1) == b"\x02" and img.read_at((2 * PAGE_ENTRIES + 7) * MIB, 1) == b"\x01"
+
+
+@pytest.mark.qemu
+def test_qemu_maps_each_block_of_such_a_stretch(tmp_path: Path, qemu_img: str) -> None:
+    """The deliberate difference: QEMU lists every block at the shared offset."""
+    path = make(tmp_path, 4, 1)
+    corrupt(path, bmap=[0, 0, 0, 0])
+    result = run_tool([qemu_img, "map", "--output=json", str(path)])
+    assert result.stdout.count('"offset"') == 4
+    with blockfmt.open(path) as img:
+        assert [(e.offset, e.length, e.data, e.host_offset) for e in img.map()] == [(0, 4 * MIB, True, None)]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from blockfmt.errors import CorruptImageError
 from blockfmt.fileio import ImageFile
 
-from .constants import BMAP_ENTRY_SIZE, BMAP_UNALLOCATED, is_allocated
+from .constants import BMAP_ENTRY_SIZE, is_allocated
 
 __all__ = ["MAX_CACHED_PAGES", "PAGE_ENTRIES", "BlockMap", "Run", "entries_from_bytes", "entries_to_bytes"]
 
@@ -28,7 +28,6 @@ MAX_CACHED_PAGES = 64
 
 _ENTRY_TYPECODE = "I"
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
-_UNALLOCATED_BYTE = b"\xff"  # BMAP_UNALLOCATED is all ones in either byte order
 _PROBE_ENTRIES = 16
 
 
@@ -38,11 +37,14 @@ class Run:
 
     :ivar entry: the data-area index of the first block when the blocks are allocated and stored one
         after the other; ``None`` for a run of unallocated or discarded blocks.
+    :ivar repeated: every block of the run names the same data block *entry* (a corrupt map,
+        found only when :meth:`BlockMap.runs` is asked to coalesce them).
     """
 
     first: int
     count: int
     entry: int | None
+    repeated: bool = False
 
 
 def entries_from_bytes(raw: bytes | bytearray) -> array.array[int]:
@@ -62,17 +64,28 @@ def entries_to_bytes(entries: array.array[int]) -> bytes:
     return entries.tobytes()
 
 
-def _unallocated_prefix(entries: array.array[int], start: int, stop: int) -> int:
-    """How many entries from *start* (before *stop*) are :data:`BMAP_UNALLOCATED`, at least 1.
+def _same_prefix(entries: array.array[int], start: int, stop: int) -> int:
+    """How many entries from *start* (before *stop*) equal ``entries[start]``, at least 1.
 
-    A short probe first keeps fragmented maps from copying a whole page per entry.
+    C-speed comparisons of the map bytes with the entry repeated: a short probe first, so that a
+    fragmented map does not copy a whole page per entry, then halving to the first other entry.
     """
+    known = 1
     for limit in (min(stop, start + _PROBE_ENTRIES), stop):
         chunk = entries[start:limit].tobytes()
-        count = (len(chunk) - len(chunk.lstrip(_UNALLOCATED_BYTE))) // BMAP_ENTRY_SIZE
-        if count < limit - start:
-            return count
-    return stop - start
+        repeated = chunk[:BMAP_ENTRY_SIZE] * (limit - start)
+        if chunk == repeated:
+            known = limit - start
+            continue
+        other = limit - start  # the first *other* entries are not all equal
+        while other - known > 1:
+            middle = (known + other) // 2
+            if chunk.startswith(repeated[: middle * BMAP_ENTRY_SIZE]):
+                known = middle
+            else:
+                other = middle
+        return known
+    return known
 
 
 class BlockMap:
@@ -125,12 +138,14 @@ class BlockMap:
             raise self._beyond_eof(index)
         return entries[slot]
 
-    def runs(self, first: int, count: int) -> Iterator[Run]:
+    def runs(self, first: int, count: int, *, repeats: bool = False) -> Iterator[Run]:
         """Split blocks ``[first, first + count)`` into maximal :class:`Run` s.
 
         Allocated blocks join a run while their data-area indexes follow each other, so a run is one
-        contiguous range of the file. Long stretches of never-written blocks are skipped at C speed
-        (``bytes.lstrip``), so mapping a huge sparse image does not walk its entries one by one.
+        contiguous range of the file. Long stretches of unallocated (or discarded) blocks are
+        skipped at C speed (:func:`_same_prefix`), so mapping a huge sparse image does not walk its
+        entries one by one. With *repeats*, a stretch of blocks that all name one data block (a
+        corrupt map: millions of zeros name block 0) is one ``repeated`` run, found the same way.
 
         :raises CorruptImageError: when an entry needed lies beyond the end of the file.
         """
@@ -151,8 +166,14 @@ class BlockMap:
                     if run_count and run_entry is not None:
                         yield Run(run_first, run_count, run_entry)
                         run_first, run_count, run_entry = index, 0, None
-                    skip = _unallocated_prefix(entries, slot, stop) if entry == BMAP_UNALLOCATED else 1
+                    skip = _same_prefix(entries, slot, stop)
                     run_count += skip
+                elif repeats and slot + 1 < stop and entries[slot + 1] == entry:
+                    if run_count:
+                        yield Run(run_first, run_count, run_entry)
+                    skip = _same_prefix(entries, slot, stop)
+                    yield Run(index, skip, entry, repeated=True)
+                    run_first, run_count, run_entry = index + skip, 0, None
                 else:
                     if run_count and (run_entry is None or run_entry + run_count != entry):
                         yield Run(run_first, run_count, run_entry)

@@ -155,12 +155,13 @@ class VdiDriver(FormatDriver):
         """Where the block with map entry *entry* starts in the file."""
         return self.header.offset_data + entry * self.block_size
 
-    def _runs(self, offset: int, length: int) -> Iterator[tuple[Run, int, int]]:
-        """Yield ``(run, start, stop)``: the runs of a request and the virtual bytes each one covers."""
+    def _runs(self, offset: int, length: int, *, repeats: bool = False) -> Iterator[tuple[Run, int, int]]:
+        """Yield ``(run, start, stop)``: the runs of a request and the virtual bytes each one covers
+        (*repeats*: see :meth:`BlockMap.runs`)."""
         first = offset // self.block_size
         last = (offset + length - 1) // self.block_size
         end = offset + length
-        for run in self.bmap.runs(first, last - first + 1):
+        for run in self.bmap.runs(first, last - first + 1, repeats=repeats):
             start = max(offset, run.first * self.block_size)
             stop = min(end, (run.first + run.count) * self.block_size)
             yield run, start, stop
@@ -412,11 +413,17 @@ class VdiDriver(FormatDriver):
         Allocated blocks are data at their file offset; unallocated and discarded ones read as
         zeros. For static images QEMU also asks the file (``BDRV_BLOCK_RECURSE``), so holes in the
         preallocated area are reported as zero data, which is done here with ``SEEK_HOLE``.
+
+        Blocks of a corrupt map that all name one data block are one data extent without a host
+        offset (their data is not one range of the file), where QEMU reports each block at that
+        offset: mapping a map of millions of such entries costs a comparison per map page.
         """
-        for run, start, stop in self._runs(offset, length):
+        for run, start, stop in self._runs(offset, length, repeats=True):
             if run.entry is None:
                 for from_parent, lo, hi in self._unallocated_parts(run, start, stop):
                     yield Extent(lo, hi - lo, data=False, zero=not from_parent, present=not from_parent)
+            elif run.repeated:
+                yield Extent(start, stop - start, data=True, zero=False)
             elif self.header.is_static:
                 yield from self._file_extents(start, stop - start, self._run_host(run, start))
             else:
