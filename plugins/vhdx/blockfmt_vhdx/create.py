@@ -42,7 +42,7 @@ from .constants import (
     TiB,
 )
 from .headers import write_headers
-from .metadata import DiskParameters, build_metadata
+from .metadata import DiskParameters, bat_region_entries, build_metadata
 from .structs import FileIdentifier, Header, RegionTable, RegionTableEntry
 
 __all__ = ["Layout", "plan_layout", "write_new_image"]
@@ -119,8 +119,6 @@ def plan_layout(size: int, options: dict[str, Any]) -> Layout:
         raise InvalidOptionError("Image size too large; max of 64TB")
     if size % logical:
         raise InvalidOptionError(f"Image size must be a multiple of the logical sector size ({logical})")
-    if size == 0:  # QEMU 7.2 creates one; blockfmt refuses empty disks (docs/differences.md #6b)
-        raise InvalidOptionError("Image size must be positive: an empty VHDX disk is refused on open")
     log_size = options.get("log_size")
     if log_size is None:
         log_size = DEFAULT_LOG_SIZE
@@ -143,7 +141,7 @@ def plan_layout(size: int, options: dict[str, Any]) -> Layout:
     zero = options.get("block_state_zero")
     fixed = subformat == "fixed"
     params = DiskParameters(block_size, size, logical, physical, uuid.uuid4(), leave_blocks_allocated=fixed)
-    bat_length = max(_round_up(params.geometry.entry_count * BAT_ENTRY_SIZE, MiB), OBJECT_ALIGNMENT)
+    bat_length = max(_round_up(bat_region_entries(params) * BAT_ENTRY_SIZE, MiB), OBJECT_ALIGNMENT)
     bat_offset = HEADER_SECTION_SIZE + log_size
     return Layout(
         params,

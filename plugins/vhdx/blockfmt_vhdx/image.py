@@ -47,7 +47,7 @@ from .constants import (
     MiB,
 )
 from .headers import HeaderPair, read_headers
-from .metadata import DiskParameters, build_metadata, read_metadata
+from .metadata import DiskParameters, bat_region_entries, build_metadata, read_metadata
 from .regions import FileRegions, check_log_fields, read_regions
 from .structs import FileIdentifier
 
@@ -172,10 +172,13 @@ class VhdxDriver(FormatDriver):
         """The BAT, read page by page on demand; the entries must fit its region and the file."""
         length = self.geometry.entry_count * BAT_ENTRY_SIZE
         region = self.regions.bat
-        if length > region.length:
+        entries = bat_region_entries(self.params)
+        if entries * BAT_ENTRY_SIZE > region.length:
+            empty = (
+                " (QEMU 7.2's count for an empty disk: Invalid argument)" if not self.params.disk_size else ""
+            )
             raise CorruptImageError(
-                f"VHDX BAT region ({region.length} bytes) is too small for "
-                f"{self.geometry.entry_count} entries"
+                f"VHDX BAT region ({region.length} bytes) is too small for {entries} entries{empty}"
             )
         if region.file_offset + length > self.file_size:
             raise CorruptImageError("VHDX BAT lies beyond the end of the file")

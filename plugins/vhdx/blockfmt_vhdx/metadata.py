@@ -129,11 +129,27 @@ def _check_item_bounds(entry: MetadataTableEntry, name: str, region_length: int)
         raise CorruptImageError(f"VHDX metadata item {name} lies outside the metadata region")
 
 
+def bat_region_entries(params: DiskParameters) -> int:
+    """BAT entries the BAT region must have room for, as QEMU 7.2 counts them (``vhdx_calc_bat_entries``).
+
+    The geometry's count (§2.5), except for an empty disk without a parent: QEMU's 32-bit count of
+    data blocks minus one wraps round, so it wants ``(2**32 - 1) >> log2(chunk ratio)`` entries and
+    refuses the image ("Invalid argument") when the region holds fewer. ``qemu-img create`` writes
+    a BAT region that large for size 0 (64 MiB with 8 MiB blocks), and so does blockfmt's create, so
+    that either tool opens what either made; an image whose size was zeroed later is refused by
+    both (a repair could only hand back an image QEMU cannot open).
+    """
+    geometry = params.geometry
+    if geometry.disk_size or geometry.has_parent:
+        return geometry.entry_count
+    return 0xFFFFFFFF >> (geometry.chunk_ratio.bit_length() - 1)
+
+
 def parse_metadata(items: dict[uuid.UUID, bytes]) -> DiskParameters:
     """Validate the known items (by item GUID) and turn them into :class:`DiskParameters`.
 
-    :raises CorruptImageError: for a missing or out-of-range item (a virtual disk size of 0
-        included), or a differencing image (HasParent) without a parent locator.
+    :raises CorruptImageError: for a missing or out-of-range item, or a differencing image
+        (HasParent) without a parent locator.
     """
     for guid, name in _REQUIRED_ITEMS.items():
         if guid not in items:
@@ -160,11 +176,6 @@ def parse_metadata(items: dict[uuid.UUID, bytes]) -> DiskParameters:
         raise CorruptImageError(f"VHDX physical sector size {physical} is invalid")
     if disk_size > MAX_DISK_SIZE or disk_size % logical:
         raise CorruptImageError(f"VHDX virtual disk size {disk_size} is invalid")
-    if disk_size == 0:
-        # An empty disk: QEMU 7.2 counts its BAT entries as (0 - 1) >> bits in 32 bits and refuses
-        # every such image whose BAT region holds less ("Invalid argument"); opening (and so
-        # repairing) it here would hand back an image QEMU cannot open.
-        raise CorruptImageError("VHDX virtual disk size 0 is invalid (QEMU: Invalid argument)")
     return DiskParameters(
         block_size,
         disk_size,
