@@ -20,8 +20,9 @@ import pytest
 import blockfmt
 import blockfmt_vdi.check
 from blockfmt.errors import CorruptImageError
+from blockfmt.fileio import OsImageFile
 from blockfmt.testing.qemu import run_tool
-from blockfmt_vdi.bmap import PAGE_ENTRIES
+from blockfmt_vdi.bmap import PAGE_ENTRIES, BlockMap
 from blockfmt_vdi.constants import BMAP_DISCARDED, BMAP_UNALLOCATED
 from blockfmt_vdi.structs import Header
 
@@ -224,3 +225,72 @@ def test_qemu_maps_each_block_of_such_a_stretch(tmp_path: Path, qemu_img: str) -
     assert result.stdout.count('"offset"') == 4
     with blockfmt.open(path) as img:
         assert [(e.offset, e.length, e.data, e.host_offset) for e in img.map()] == [(0, 4 * MIB, True, None)]
+
+
+def _naive_runs(bmap: list[int], first: int, count: int, repeats: bool) -> list[tuple]:
+    """BlockMap.runs written the obvious way, one entry at a time (a repeated run ends with its
+    map page: each page is compared on its own)."""
+    runs: list[list] = []
+    for block in range(first, first + count):
+        entry, page = bmap[block], block // PAGE_ENTRIES
+        allocated = entry < BMAP_DISCARDED
+        last = runs[-1] if runs else None
+        continues = last is not None and last[3] and last[2] == entry and (block - 1) // PAGE_ENTRIES == page
+        repeated = (
+            repeats
+            and allocated
+            and (
+                continues
+                or (
+                    block + 1 < first + count
+                    and (block + 1) // PAGE_ENTRIES == page
+                    and bmap[block + 1] == entry
+                )
+            )
+        )
+        if last is not None and (
+            (not allocated and last[2] is None)
+            or (repeated and continues)
+            or (
+                allocated
+                and not repeated
+                and not last[3]
+                and last[2] is not None
+                and last[2] + last[1] == entry
+            )
+        ):
+            last[1] += 1
+        else:
+            runs.append([block, 1, entry if allocated else None, repeated])
+    return [tuple(run) for run in runs]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_runs_equal_the_one_entry_at_a_time_reading(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    count = PAGE_ENTRIES * 2 + rng.randrange(100)
+    bmap: list[int] = []
+    while len(bmap) < count:  # stretches of one kind: repeats, consecutive slots, unallocated, discarded
+        kind, length = rng.randrange(4), rng.choice([1, 2, 3, 17, 5000])
+        value = rng.randrange(40)
+        bmap += [
+            [value] * length,
+            list(range(value, value + length)),
+            [U] * length,
+            [BMAP_DISCARDED] * length,
+        ][kind]
+    bmap = bmap[:count]
+    path = tmp_path / "map"
+    path.write_bytes(struct.pack(f"<{count}I", *bmap))
+    file = OsImageFile(str(path), read_only=True)
+    try:
+        table = BlockMap(file, 0, count)
+        for repeats in (False, True):
+            for first, length in ((0, count), (rng.randrange(count // 2), rng.randrange(1, count // 2))):
+                got = [
+                    (r.first, r.count, r.entry, r.repeated)
+                    for r in table.runs(first, length, repeats=repeats)
+                ]
+                assert got == _naive_runs(bmap, first, length, repeats)
+    finally:
+        file.close()
