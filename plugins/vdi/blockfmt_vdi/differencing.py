@@ -59,13 +59,12 @@ def linked_header(header: Header, parent: Header) -> Header:
 
 
 def fall_through(bmap: BlockMap, run: Run) -> Iterator[tuple[bool, int, int]]:
-    """Split an unallocated-or-discarded *run* into ``(from_parent, first_block, count)`` stretches."""
-    first, from_parent = run.first, None
-    for block in range(run.first, run.first + run.count):
+    """Split an unallocated-or-discarded *run* (at least one block) into ``(from_parent, first_block,
+    count)`` stretches."""
+    first, from_parent = run.first, bmap.get(run.first) == BMAP_UNALLOCATED
+    for block in range(run.first + 1, run.first + run.count):
         unallocated = bmap.get(block) == BMAP_UNALLOCATED
-        if from_parent is not None and unallocated != from_parent:
+        if unallocated != from_parent:
             yield from_parent, first, block - first
-            first = block
-        from_parent = unallocated
-    if from_parent is not None:
-        yield from_parent, first, run.first + run.count - first
+            first, from_parent = block, unallocated
+    yield from_parent, first, run.first + run.count - first

@@ -55,12 +55,8 @@ class PreHeader:
 
     @classmethod
     def parse(cls, buf: bytes | bytearray | memoryview) -> PreHeader:
-        """Unpack the first :attr:`SIZE` bytes of *buf*; the signature is judged by :meth:`Header.parse`.
-
-        :raises CorruptImageError: when *buf* is shorter than a pre-header.
-        """
-        if len(buf) < cls.SIZE:
-            raise CorruptImageError(f"VDI pre-header is truncated ({len(buf)} of {cls.SIZE} bytes)")
+        """Unpack the first :attr:`SIZE` bytes of *buf* (:meth:`Header.unpack` checks its length
+        first); the signature is judged by :meth:`Header.parse`."""
         return cls(*cls.STRUCT.unpack_from(buf, 0))
 
     def pack(self) -> bytes:
