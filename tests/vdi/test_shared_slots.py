@@ -294,3 +294,32 @@ def test_runs_equal_the_one_entry_at_a_time_reading(tmp_path: Path, seed: int) -
                 assert got == _naive_runs(bmap, first, length, repeats)
     finally:
         file.close()
+
+
+# -- writes: a block sharing its data block is not written in place -------------------------------
+
+
+@pytest.mark.parametrize(("offset", "length"), [(MIB, 512), (MIB + 100, 2 * MIB), (3 * MIB, MIB)])
+def test_writes_into_a_shared_data_block_are_refused(tmp_path: Path, offset: int, length: int) -> None:
+    """One write would change every block naming the data block (QEMU's does); until check -r all
+    gives them their own copies, blockfmt refuses with a clear error and writes nothing."""
+    path = make(tmp_path, 5, 2)
+    corrupt(path, bmap=[0, 1, 1, 1, U])
+    with blockfmt.open(path, read_only=False) as img:
+        with pytest.raises(CorruptImageError, match=r"VDI blocks \d and \d name one data block"):
+            img.write_at(offset, b"\x07" * length)
+        with pytest.raises(CorruptImageError, match="refusing to write it in place"):
+            img.write_zeroes(offset, length)
+        img.write_at(0, b"\x09")  # block 0 has its own data block
+        img.write_at(4 * MIB, b"\x0a")  # block 4 gets a new one
+    with blockfmt.open(path, read_only=False) as img:
+        assert [img.read_at(b * MIB, 1) for b in range(5)] == [
+            b"\x09",
+            b"\x02",
+            b"\x02",
+            b"\x02",
+            b"\x0a",
+        ]
+        assert img.check("all").corruptions == 0
+        img.write_at(2 * MIB, b"\x07")  # its own copy now
+        assert [img.read_at(b * MIB, 1) for b in range(4)] == [b"\x09", b"\x02", b"\x07", b"\x02"]

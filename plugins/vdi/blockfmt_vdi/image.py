@@ -236,13 +236,16 @@ class VdiDriver(FormatDriver):
         the map would make QEMU's next allocation overwrite a live block. The new count is one past
         the last new block, so it also covers spare blocks the new ones were placed after.
 
-        :raises CorruptImageError: when an allocated block lies beyond the end of the file, or a new
-            block is needed and :meth:`next_free_entry` refuses; checked before anything is written.
+        :raises CorruptImageError: when an allocated block lies beyond the end of the file or shares
+            its data block with a neighbour (:meth:`_refuse_shared`), or a new block is needed and
+            :meth:`next_free_entry` refuses; checked before anything is written.
         """
-        runs = list(self._runs(offset, len(data)))
+        runs = list(self._runs(offset, len(data), repeats=True))
         for run, start, stop in runs:
-            if run.entry is not None and self._run_host(run, stop) > self.file_end:
-                raise self._beyond_eof(run, start)
+            if run.entry is not None:
+                self._refuse_shared(run)
+                if self._run_host(run, stop) > self.file_end:
+                    raise self._beyond_eof(run, start)
         next_entry = 0
         if any(run.entry is None for run, _, _ in runs):
             next_entry = self.next_free_entry()
@@ -267,6 +270,36 @@ class VdiDriver(FormatDriver):
             lo, hi = min(new_entries), max(new_entries)
             values = [new_entries[i] if i in new_entries else self.bmap.get(i) for i in range(lo, hi + 1)]
             self.bmap.set_range(lo, values)
+
+    def _refuse_shared(self, run: Run) -> None:
+        """Refuse to change the data of an allocated *run* in place when another block names one of
+        its data blocks too: a corrupt map, where one write would change the other block as well
+        (QEMU writes it anyway); ``check -r all`` gives each its own copy or drops it. Only the run's
+        own blocks and its two neighbours are looked at (one comparison each): a hostile map names
+        one data block from millions of blocks in a row.
+
+        :raises CorruptImageError: naming two blocks that share a data block.
+        """
+        assert run.entry is not None
+        if run.repeated:
+            partner = run.first + 1
+        else:
+            partner = next((b for b in (run.first - 1, run.first + run.count) if self._names(b, run)), -1)
+        if partner >= 0:
+            raise CorruptImageError(
+                f"VDI blocks {min(run.first, partner)} and {max(run.first, partner)} name one data block; "
+                "refusing to write it in place (run 'check -r all')"
+            )
+
+    def _names(self, block: int, run: Run) -> bool:
+        """Whether *block* (maybe outside the map) names one of the data blocks of the allocated *run*."""
+        assert run.entry is not None
+        if not 0 <= block < self.bmap.count:
+            return False
+        try:
+            return run.entry <= self.bmap.get(block) < run.entry + run.count
+        except CorruptImageError:
+            return False  # the map is cut short there: no block to protect
 
     def _copy_up(self, first_block: int, count: int, start: int, chunk: memoryview) -> tuple[int, memoryview]:
         """Complete a write into new blocks of a child with the chain's bytes, as VirtualBox does.
@@ -313,7 +346,11 @@ class VdiDriver(FormatDriver):
         """
         if unmap:
             self.discard(offset, length)
-        for run, start, stop in list(self._runs(offset, length)):  # writes below change the map
+        runs = list(self._runs(offset, length, repeats=True))  # writes below change the map
+        for run, _, _ in runs:
+            if run.entry is not None:
+                self._refuse_shared(run)
+        for run, start, stop in runs:
             if run.entry is None:  # in a child, what the parent supplies gets zeros written
                 for from_parent, lo, hi in list(self._unallocated_parts(run, start, stop)):
                     if from_parent:
