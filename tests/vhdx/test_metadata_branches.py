@@ -4,7 +4,6 @@ headers with one sequence number, and a header whose sequence number cannot grow
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 import uuid
 from pathlib import Path
@@ -73,19 +72,17 @@ def _write_header(path: Path, offset: int, header: Header) -> None:
 
 def test_two_headers_with_one_sequence_number_must_be_identical(image: Path) -> None:
     first, second = _headers(image)
-    _write_header(
-        image, HEADER_OFFSETS[0], dataclasses.replace(first, sequence_number=second.sequence_number)
-    )
+    _write_header(image, HEADER_OFFSETS[0], first.replace(sequence_number=second.sequence_number))
     with blockfmt.open(image) as img:  # identical copies (as Disk2VHD writes them): accepted
         assert img.size == 8 * MiB
-    changed = dataclasses.replace(second, file_write_guid=uuid.UUID(int=1))
+    changed = second.replace(file_write_guid=uuid.UUID(int=1))
     _write_header(image, HEADER_OFFSETS[0], changed)
     assert _open_fails(image) == "No valid VHDX header found"
 
 
 def test_a_header_at_the_last_sequence_number_is_not_updated(image: Path) -> None:
     second = _headers(image)[1]
-    last = dataclasses.replace(second, sequence_number=MAX_SEQUENCE_NUMBER)
+    last = second.replace(sequence_number=MAX_SEQUENCE_NUMBER)
     _write_header(image, HEADER_OFFSETS[1], last)
     before = image.read_bytes()
     with pytest.raises(
