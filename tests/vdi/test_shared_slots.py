@@ -323,3 +323,42 @@ def test_writes_into_a_shared_data_block_are_refused(tmp_path: Path, offset: int
         assert img.check("all").corruptions == 0
         img.write_at(2 * MIB, b"\x07")  # its own copy now
         assert [img.read_at(b * MIB, 1) for b in range(4)] == [b"\x09", b"\x02", b"\x07", b"\x02"]
+
+
+def _every_kind_in_the_second_page(path: Path) -> None:
+    """Page 0: the data blocks and one entry past end of file (the first problem); page 1: later
+    users of data blocks (copied), too-large entries in the file (moved), one of them cut short by
+    the end of file, and a block of zeros named thrice (the first kept, the others dropped)."""
+    blocks = PAGE_ENTRIES + 20
+    blockfmt.create(path, "vdi", blocks * MIB)
+    with blockfmt.open(path, read_only=False) as img:
+        for block in range(3):
+            img.write_at(block * MIB, bytes([block + 1]) * 512)
+    header = Header.parse(path.read_bytes()[:512])
+    bmap = [0, 1, 2, blocks + 50] + [U] * (blocks - 4)
+    p = PAGE_ENTRIES
+    bmap[p + 1], bmap[p + 2] = 1, 2  # later users of data blocks 1 and 2
+    bmap[p + 3], bmap[p + 5], bmap[p + 6] = 3, 3, 3  # slot 3 holds zeros (a hole of the file)
+    bmap[p + 4] = blocks  # too large, in the file
+    bmap[p + 7] = blocks + 1  # too large, cut short by the end of file
+    with open(path, "r+b") as f:
+        f.seek(header.offset_bmap)
+        f.write(struct.pack(f"<{blocks}I", *bmap))
+        f.truncate(header.offset_data + (blocks + 1) * MIB + MIB // 2)
+
+
+def test_bulk_repair_of_copies_moves_and_cut_blocks_equals_the_per_entry_repair(
+    tmp_path: Path, monkeypatch
+) -> None:
+    results = []
+    for cap in (0, 10**9):
+        path = tmp_path / f"cap{cap}.vdi"
+        _every_kind_in_the_second_page(path)
+        monkeypatch.setattr(blockfmt_vdi.check, "MAX_MESSAGES", cap)
+        with blockfmt.open(path, read_only=False) as img:
+            result = img.check("all")
+            assert (result.corruptions, img.check().corruptions) == (0, 0)
+            reads = [img.read_at(b * MIB, 1) for b in (0, 1, 2, PAGE_ENTRIES + 1, PAGE_ENTRIES + 2)]
+        results.append((result.corruptions_fixed, allocated_count(path), path.read_bytes()[512:]))
+        assert reads == [b"\x01", b"\x02", b"\x03", b"\x02", b"\x03"]
+    assert results[0] == results[1]

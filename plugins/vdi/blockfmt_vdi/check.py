@@ -88,12 +88,12 @@ def check_image(driver: VdiDriver, repair: RepairMode) -> CheckResult:
     """
     scan = _scan(driver, repair is RepairMode.ALL)
     result = scan.result
+    # a repair starts only over a map wholly in the file (_scan), so its scan always completes
     if scan.fix and (scan.dropped or scan.extend_to or result.corruptions_fixed):
-        if scan.complete:
-            driver.extend_file(scan.extend_to)
-            if scan.rewrite_count:
-                driver.flush()  # the drops are durable before any slot they freed is reused
-                driver.compact(_moves_below(driver, scan), scan.allocated)
+        driver.extend_file(scan.extend_to)
+        if scan.rewrite_count:
+            driver.flush()  # the drops are durable before any slot they freed is reused
+            driver.compact(_moves_below(driver, scan), scan.allocated)
         driver.flush()
     return result
 
