@@ -88,6 +88,20 @@ class Server:
             pytest.fail(f"server did not exit on signal {sig}:\n{self.output()}")
 
 
+#: the Flags of a listening socket in /proc/net/unix (__SO_ACCEPTCON)
+_ACCEPTING = "00010000"
+
+
+def _listening(socket: Path) -> bool:
+    """Whether a unix socket at *socket* listens. Its file appears at bind(), before listen(): a
+    client connecting in between is refused (seen under load). Read from /proc/net/unix rather
+    than by connecting, which would use up a server that serves one client."""
+    suffix = f" {socket}"
+    with open("/proc/net/unix", encoding="utf-8", errors="replace") as table:
+        next(table)  # the column names
+        return any(line.split()[3] == _ACCEPTING and line.rstrip("\n").endswith(suffix) for line in table)
+
+
 def start_server(tmp_path: Path, image: Path | str, args: Sequence[str] = ()) -> Server:
     """Start ``blockfmt-nbd -k <socket> <args> <image>`` and wait until it accepts connections.
 
@@ -105,7 +119,7 @@ def start_server(tmp_path: Path, image: Path | str, args: Sequence[str] = ()) ->
         )
     server = Server(process, socket, log)
     deadline = time.monotonic() + START_TIMEOUT
-    while not socket.exists():
+    while not _listening(socket):
         if process.poll() is not None:
             pytest.fail(f"blockfmt-nbd exited with {process.returncode}:\n{server.output()}")
         if time.monotonic() > deadline:
