@@ -77,7 +77,7 @@ def test_overlapping_blocks_are_reported_not_repaired(image: Path) -> None:
 def test_hostile_bat_of_one_shared_block_counted_in_bounded_memory(tmp_path: Path, monkeypatch) -> None:
     """Every payload entry of an 8 GiB disk names the same data block: each later one is one
     corruption and the first MAX_MESSAGES are named. Finding them keeps no record per entry (a list
-    of runs took ~100 bytes per entry: 800 KiB here, 800 MiB for a hostile 64 GiB file), and the
+    of runs took ~100 bytes per entry: 800 KiB here, 800 MiB for a 64 MiB file of an 8 TiB disk), and the
     run-length search over one-block runs is linear (it was quadratic per chunk: 35 s at 16 GiB)."""
     monkeypatch.setattr(check, "MAX_MESSAGES", 100)
     path = tmp_path / "shared.vhdx"
