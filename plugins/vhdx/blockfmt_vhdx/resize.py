@@ -80,7 +80,7 @@ def _size_update(driver: VhdxDriver, size: int) -> Update:
 
 def _shrink(driver: VhdxDriver, size: int) -> None:
     old = driver.geometry
-    new = BatGeometry(size, old.block_size, old.logical_sector_size, old.has_parent)
+    new = old.replace(disk_size=size)  # every other field kept (HasParent: the bitmap entries)
     freed = [
         (offset, count * old.block_size)
         for kind, start, stop in driver.bat.runs(new.payload_blocks, old.payload_blocks)
@@ -106,7 +106,7 @@ def _grow(driver: VhdxDriver, size: int) -> None:
     last_block_end = min(old.payload_blocks * bs, size)
     if last_block_end > old.disk_size:
         driver.zero_in_place(old.disk_size, last_block_end - old.disk_size)  # invisible until the commit
-    new = BatGeometry(size, bs, old.logical_sector_size, old.has_parent)  # keep bitmap entries
+    new = old.replace(disk_size=size)
     region = driver.regions.bat
     new_length = new.entry_count * BAT_ENTRY_SIZE
     updates = [_size_update(driver, size)]
