@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import blockfmt
 from blockfmt.fileio import ImageFile, OsImageFile, clone_file_range
 
 #: tmpfs cannot share blocks between files: the refusal path, on every Linux machine
@@ -35,6 +36,20 @@ def test_clone_raises_what_is_not_a_refusal(tmp_path: Path) -> None:
     with target.open("r+b") as dst, pytest.raises(OSError) as raised:
         clone_file_range(-1, 0, dst.fileno(), 0, 4096)
     assert raised.value.errno == errno.EBADF
+
+
+def test_start_writeback_keeps_data_and_is_a_no_op_where_nothing_can_be_written(tmp_path: Path) -> None:
+    """Writeback is a hint: the bytes read back, read-only and closed images accept it silently."""
+    path = tmp_path / "disk.raw"
+    blockfmt.create(path, "raw", 1 << 20)
+    with blockfmt.open(path, "raw", read_only=False) as img:
+        img.write_at(4096, b"\x5a" * 8192)
+        img.start_writeback()
+        assert img.read_at(4096, 8192) == b"\x5a" * 8192
+    img.start_writeback()  # closed
+    with blockfmt.open(path, "raw") as ro:
+        ro.start_writeback()
+        assert ro.read_at(0, 12288) == bytes(4096) + b"\x5a" * 8192
 
 
 def test_data_runs_split_a_sparse_file_into_data_and_holes(tmp_path: Path) -> None:
