@@ -1,4 +1,4 @@
-"""The file layer's OS helpers: block cloning, early writeback, data and hole runs."""
+"""The file layer's OS helpers: block cloning, early writeback, data and hole runs, large writes."""
 
 from __future__ import annotations
 
@@ -103,3 +103,34 @@ def test_a_flush_reaches_the_disk_only_when_something_changed_since_the_last(
     finally:
         file.close()
     assert path.read_bytes()[4096:4608] == b"\x5a" * 512
+
+
+def test_large_writes_go_down_in_pieces_and_short_writes_are_completed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write larger than WRITE_PIECE reaches the file whole, in calls of at most WRITE_PIECE
+    bytes (the page cache then never takes folios larger than that); a kernel that writes less
+    than asked is asked again for the rest, and the bytes read back."""
+    from blockfmt import fileio
+
+    data = os.urandom(2 * fileio.WRITE_PIECE + 12345)
+    sizes: list[int] = []
+    real_pwrite = os.pwrite
+
+    def short_pwrite(fd: int, buf: bytes | memoryview, offset: int) -> int:
+        sizes.append(len(buf))
+        return real_pwrite(fd, memoryview(buf)[: max(1, len(buf) - 4096)], offset)  # always short
+
+    path = tmp_path / "file"
+    image_file = OsImageFile(str(path), read_only=False, create=True)
+    try:
+        monkeypatch.setattr(fileio.os, "pwrite", short_pwrite)
+        image_file.pwrite(data, 513)
+        image_file.pwrite(memoryview(data)[:5000], 3 * fileio.WRITE_PIECE)
+        monkeypatch.undo()
+    finally:
+        image_file.close()
+    assert max(sizes) == fileio.WRITE_PIECE
+    content = path.read_bytes()
+    assert content[513 : 513 + len(data)] == data
+    assert content[3 * fileio.WRITE_PIECE : 3 * fileio.WRITE_PIECE + 5000] == data[:5000]
