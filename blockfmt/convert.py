@@ -45,9 +45,10 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import queue
 import stat
+import threading
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,10 @@ ZERO_GRANULE = 64 * KiB
 MAP_WINDOW_MIN = 1 * GiB
 #: the disk is cut into at most this many map windows
 MAP_WINDOWS_MAX = 256
+
+#: chunks the reader may queue ahead of the writer (data chunks are bounded by the two buffers
+#: anyway; this bounds the runs of zero or unallocated chunks on a huge sparse disk)
+FILLED_QUEUE = 64
 
 #: compared against with ``_ZEROS.startswith(view)``: bytes take any buffer as the prefix
 _ZEROS = bytes(MAX_COPY_CHUNK)
@@ -157,12 +162,23 @@ class _Chunk:
     host_offset: int | None
 
 
+#: what the reader thread hands the writing thread: a chunk and its buffer (None: nothing was
+#: read), the exception that stopped the reader, or None after the last chunk
+_Filled = tuple[_Chunk, memoryview | None] | BaseException | None
+
+
 class _Copier:
     """One copy of *source* into an already created, open *target* of the same size.
 
-    Reading runs one chunk ahead of writing, in a helper thread: while the writer zero-detects and
-    writes chunk *n* the reader fills the other buffer with chunk *n + 1*, as ``qemu-img convert``
-    overlaps its requests (both threads spend their time in system calls, outside the GIL).
+    Two threads, each the only user of one image, so drivers need no locks: a reader thread walks
+    the source map and reads chunk after chunk into whichever of the two buffers is free, and the
+    calling thread zero-detects and writes each to the target, then hands its buffer back. Both
+    spend their time in system calls, outside the GIL, and overlap as ``qemu-img convert``'s
+    requests do. The reader waits only for a free buffer, never to be told what to read next:
+    when the writing thread submitted every read itself, each chunk cost two thread wake-ups in
+    turn, and on a busy machine each waited for a CPU (1 GiB raw->raw on ext4 beside two
+    CPU-bound processes, medians of 10: 1.80 s wall and 1.42 s CPU before, 1.44 s and 1.0 s after,
+    ``qemu-img`` 1.50 s and 1.18 s; idle: 0.75 s against ``qemu-img``'s 0.63 s).
     """
 
     def __init__(self, source: Image, target: Image, reporter: Progress, *, zero_init: bool) -> None:
@@ -180,26 +196,56 @@ class _Copier:
         self._flushed_at_close = not target.cache.ignores_flush
 
     def run(self) -> None:
-        """Copy every chunk in disk order, reading the next while writing the current one.
+        """Copy every chunk in disk order; the first error of either thread is raised here.
 
-        The source is never used by both threads at once: the next chunk is taken from the
-        source map (the loop head) only after the pending read has finished, so drivers need no
-        locks. While a read runs, this thread touches only the target.
+        When the writing side stops (an error, an interrupt), the reader is told to stop, what it
+        queued is dropped, and it is waited for before this returns: no read outlives the call.
         """
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="blockfmt-convert-read") as reader:
-            ready: tuple[_Chunk, memoryview] | None = None
-            for index, chunk in enumerate(self._chunks()):
-                buffer = self._buffers[index % 2]  # never the one *ready* holds
-                reading = None
+        free: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        for buffer in self._buffers:
+            free.put(buffer)
+        filled: queue.Queue[_Filled] = queue.Queue(maxsize=FILLED_QUEUE)
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=self._read_all, args=(free, filled, stop), name="blockfmt-convert-read", daemon=True
+        )
+        reader.start()
+        try:
+            while (item := filled.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                chunk, buffer = item
+                self._write_chunk(chunk, buffer)
+                if buffer is not None:
+                    free.put(buffer)
+        finally:
+            stop.set()
+            free.put(None)  # wakes a reader waiting for a buffer
+            with contextlib.suppress(queue.Empty):
+                while True:  # makes room for a reader waiting to queue a chunk
+                    filled.get_nowait()
+            reader.join()
+
+    def _read_all(
+        self, free: queue.SimpleQueue[memoryview | None], filled: queue.Queue[_Filled], stop: threading.Event
+    ) -> None:
+        """The reader thread: every chunk in order, its bytes read into a free buffer if it may
+        hold data; then None, or the exception that ended the walk."""
+        try:
+            for chunk in self._chunks():
+                if stop.is_set():
+                    return
+                buffer = None
                 if chunk.may_hold_data:
-                    reading = reader.submit(self._source.readinto_at, chunk.offset, buffer[: chunk.length])
-                if ready is not None:
-                    self._write_chunk(*ready)
-                if reading is not None:
-                    reading.result()
-                ready = chunk, buffer
-            if ready is not None:
-                self._write_chunk(*ready)
+                    buffer = free.get()
+                    if buffer is None:
+                        return
+                    self._source.readinto_at(chunk.offset, buffer[: chunk.length])
+                filled.put((chunk, buffer))
+        except BaseException as err:  # handed to the writing thread, which raises it
+            filled.put(err)
+            return
+        filled.put(None)
 
     def _chunks(self) -> Iterator[_Chunk]:
         """Cut the source map, walked window by window, into chunks covering the disk in order."""
@@ -236,9 +282,9 @@ class _Copier:
             ):
                 yield _Chunk(host + delta, length, is_data, host if is_data else None)
 
-    def _write_chunk(self, chunk: _Chunk, buffer: memoryview) -> None:
-        """Write what the target needs of a chunk whose bytes (if any) are in *buffer*."""
-        if not chunk.may_hold_data:
+    def _write_chunk(self, chunk: _Chunk, buffer: memoryview | None) -> None:
+        """Write what the target needs of a chunk whose bytes (if it may hold data) are in *buffer*."""
+        if buffer is None:
             if not self._zero_init:
                 self._target.write_zeroes(chunk.offset, chunk.length, unmap=True)
         elif not _ZEROS.startswith(buffer[: chunk.length]):

@@ -6,11 +6,13 @@ import errno
 import itertools
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 import blockfmt
+import blockfmt.convert as blockfmt_convert
 from blockfmt.convert import convert
 from blockfmt.errors import BlockIOError, InvalidOptionError, UnsupportedFormatError
 from blockfmt.testing.qemu import run_tool
@@ -252,6 +254,48 @@ def test_read_error_mid_copy_leaves_existing_target_untouched(
         with pytest.raises(BlockIOError, match="Input/output error"):
             convert(img, str(dst), "raw")
     assert reads == 2
+    assert dst.read_bytes() == b"precious"
+    assert _leftovers(tmp_path, src, dst) == []
+
+
+def test_write_error_mid_copy_stops_the_reader_before_convert_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target that fails on its second chunk raises its error; the reader thread reads at most
+    the two buffers' worth past it and is gone when convert returns; the old target stays."""
+    src, dst = tmp_path / "src.raw", tmp_path / "dst.raw"
+    chunk = blockfmt_convert.COPY_CHUNK
+    with src.open("wb") as f:
+        for index in range(16):  # 16 chunks of data, so the reader could run far ahead
+            f.write(bytes([index + 1]) * chunk)
+    dst.write_bytes(b"precious")
+    real_write_chunk = blockfmt_convert._Copier._write_chunk
+    writes = 0
+
+    def failing_write_chunk(self: object, *args: object) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            raise BlockIOError("Could not write image: No space left on device", errno=errno.ENOSPC)
+        real_write_chunk(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(blockfmt_convert._Copier, "_write_chunk", failing_write_chunk)
+    with blockfmt.open(src, "raw") as img:
+        reads = 0
+        real_readinto = img.driver.readinto
+
+        def counting_readinto(offset: int, buf: memoryview) -> None:
+            nonlocal reads
+            reads += 1
+            real_readinto(offset, buf)
+
+        monkeypatch.setattr(img.driver, "readinto", counting_readinto)
+        with pytest.raises(BlockIOError, match="No space left on device"):
+            convert(img, str(dst), "raw")
+        assert not [t for t in threading.enumerate() if t.name == "blockfmt-convert-read"]
+        settled = reads
+    assert writes == 2
+    assert 2 <= settled <= 4
     assert dst.read_bytes() == b"precious"
     assert _leftovers(tmp_path, src, dst) == []
 
