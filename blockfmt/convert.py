@@ -177,8 +177,9 @@ class _Copier:
     requests do. The reader waits only for a free buffer, never to be told what to read next:
     when the writing thread submitted every read itself, each chunk cost two thread wake-ups in
     turn, and on a busy machine each waited for a CPU (1 GiB raw->raw on ext4 beside two
-    CPU-bound processes, medians of 10: 1.80 s wall and 1.42 s CPU before, 1.44 s and 1.0 s after,
-    ``qemu-img`` 1.50 s and 1.18 s; idle: 0.75 s against ``qemu-img``'s 0.63 s).
+    CPU-bound processes, medians of 10: 1.80 s wall and 1.42 s CPU before, 1.44-1.56 s and
+    1.0-1.28 s after, ``qemu-img`` 1.31-1.50 s and 1.10-1.18 s; idle: 0.75-0.87 s against
+    ``qemu-img``'s 0.63-0.68 s).
     """
 
     def __init__(self, source: Image, target: Image, reporter: Progress, *, zero_init: bool) -> None:
