@@ -232,6 +232,22 @@ def test_bad_option_leaves_existing_target_untouched(tmp_path: Path) -> None:
     assert _leftovers(tmp_path, src, dst) == []
 
 
+def _count_reads(img: blockfmt.Image, monkeypatch: pytest.MonkeyPatch, *, fail_at: int = 0) -> list[int]:
+    """Count the source driver's reads in the one-element list returned; the *fail_at*-th fails
+    with EIO (0: none)."""
+    count = [0]
+    real_readinto = img.driver.readinto
+
+    def counted_readinto(offset: int, buf: memoryview) -> None:
+        count[0] += 1
+        if count[0] == fail_at:
+            raise BlockIOError("Could not read image: Input/output error", errno=errno.EIO)
+        real_readinto(offset, buf)
+
+    monkeypatch.setattr(img.driver, "readinto", counted_readinto)
+    return count
+
+
 def test_read_error_mid_copy_leaves_existing_target_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -240,20 +256,10 @@ def test_read_error_mid_copy_leaves_existing_target_untouched(
     build_source(src, "raw")
     dst.write_bytes(b"precious")
     with blockfmt.open(src, "raw") as img:
-        reads = 0
-        real_readinto = img.driver.readinto
-
-        def failing_readinto(offset: int, buf: memoryview) -> None:
-            nonlocal reads
-            reads += 1
-            if reads == 2:
-                raise BlockIOError("Could not read image: Input/output error", errno=errno.EIO)
-            real_readinto(offset, buf)
-
-        monkeypatch.setattr(img.driver, "readinto", failing_readinto)
+        reads = _count_reads(img, monkeypatch, fail_at=2)
         with pytest.raises(BlockIOError, match="Input/output error"):
             convert(img, str(dst), "raw")
-    assert reads == 2
+    assert reads == [2]
     assert dst.read_bytes() == b"precious"
     assert _leftovers(tmp_path, src, dst) == []
 
@@ -281,19 +287,11 @@ def test_write_error_mid_copy_stops_the_reader_before_convert_returns(
 
     monkeypatch.setattr(blockfmt_convert._Copier, "_write_chunk", failing_write_chunk)
     with blockfmt.open(src, "raw") as img:
-        reads = 0
-        real_readinto = img.driver.readinto
-
-        def counting_readinto(offset: int, buf: memoryview) -> None:
-            nonlocal reads
-            reads += 1
-            real_readinto(offset, buf)
-
-        monkeypatch.setattr(img.driver, "readinto", counting_readinto)
+        reads = _count_reads(img, monkeypatch)
         with pytest.raises(BlockIOError, match="No space left on device"):
             convert(img, str(dst), "raw")
         assert not [t for t in threading.enumerate() if t.name == "blockfmt-convert-read"]
-        settled = reads
+        settled = reads[0]
     assert writes == 2
     assert 2 <= settled <= 4
     assert dst.read_bytes() == b"precious"
