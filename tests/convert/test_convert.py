@@ -7,6 +7,7 @@ import itertools
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -251,7 +252,10 @@ def _count_reads(img: blockfmt.Image, monkeypatch: pytest.MonkeyPatch, *, fail_a
 def test_read_error_mid_copy_leaves_existing_target_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A source that fails halfway raises its BlockIOError; the old target and the dir stay clean."""
+    """A source that fails halfway raises its BlockIOError; the old target and the dir stay clean.
+
+    Reading stops there: only a read another lane had already taken may still run.
+    """
     src, dst = tmp_path / "src.raw", tmp_path / "dst.raw"
     build_source(src, "raw")
     dst.write_bytes(b"precious")
@@ -259,7 +263,7 @@ def test_read_error_mid_copy_leaves_existing_target_untouched(
         reads = _count_reads(img, monkeypatch, fail_at=2)
         with pytest.raises(BlockIOError, match="Input/output error"):
             convert(img, str(dst), "raw")
-    assert reads == [2]
+    assert 2 <= reads[0] <= 1 + blockfmt_convert.COPY_LANES
     assert dst.read_bytes() == b"precious"
     assert _leftovers(tmp_path, src, dst) == []
 
@@ -267,8 +271,8 @@ def test_read_error_mid_copy_leaves_existing_target_untouched(
 def test_write_error_mid_copy_stops_the_reader_before_convert_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A target that fails on its second chunk raises its error; the reader thread reads at most
-    the two buffers' worth past it and is gone when convert returns; the old target stays."""
+    """A target that fails on its second chunk write raises its error; the other lane finishes at
+    most the chunk it holds, no lane thread is left when convert returns, the old target stays."""
     src, dst = tmp_path / "src.raw", tmp_path / "dst.raw"
     chunk = blockfmt_convert.COPY_CHUNK
     with src.open("wb") as f:
@@ -290,12 +294,78 @@ def test_write_error_mid_copy_stops_the_reader_before_convert_returns(
         reads = _count_reads(img, monkeypatch)
         with pytest.raises(BlockIOError, match="No space left on device"):
             convert(img, str(dst), "raw")
-        assert not [t for t in threading.enumerate() if t.name == "blockfmt-convert-read"]
+        assert not [t for t in threading.enumerate() if t.name == "blockfmt-convert-lane"]
         settled = reads[0]
-    assert writes == 2
-    assert 2 <= settled <= 4
+    lanes = blockfmt_convert.COPY_LANES
+    assert 2 <= writes <= 1 + lanes
+    assert 2 <= settled <= 2 + lanes
     assert dst.read_bytes() == b"precious"
     assert _leftovers(tmp_path, src, dst) == []
+
+
+def _slow_chunk(monkeypatch: pytest.MonkeyPatch, index: int) -> None:
+    """Make the lane that writes chunk *index* take 0.2 s longer than the others."""
+    real_write_chunk = blockfmt_convert._Copier._write_chunk
+
+    def write_chunk(self: blockfmt_convert._Copier, chunk: blockfmt_convert._Chunk, *args: object) -> None:
+        if chunk.offset == index * blockfmt_convert.COPY_CHUNK:
+            time.sleep(0.2)
+        real_write_chunk(self, chunk, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(blockfmt_convert._Copier, "_write_chunk", write_chunk)
+
+
+def _chunks_of_data(path: Path, count: int) -> None:
+    with path.open("wb") as f:
+        for index in range(count):
+            f.write(bytes([index + 1]) * blockfmt_convert.COPY_CHUNK)
+
+
+@pytest.mark.parametrize("dst_fmt", ["vhdx", "vdi"])
+def test_formatted_targets_allocate_in_disk_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dst_fmt: str
+) -> None:
+    """A target with metadata is written in disk order even when a lane lags on the first
+    chunk: its blocks lie in the file in the order of the disk, as qemu-img lays them out."""
+    require_format(dst_fmt)
+    src, dst = tmp_path / "src.raw", tmp_path / f"dst.{dst_fmt}"
+    _chunks_of_data(src, 8)
+    _slow_chunk(monkeypatch, 0)
+    options = {"block_size": str(MiB)} if dst_fmt == "vhdx" else {}  # 4 MiB chunks, as VDI's
+    with blockfmt.open(src, "raw") as img:
+        convert(img, str(dst), dst_fmt, options=options)
+    assert content_digest(dst, dst_fmt) == content_digest(src, "raw")
+    chunk = blockfmt_convert.COPY_CHUNK
+    with blockfmt.open(dst, dst_fmt) as img:
+        hosts = [img.map(offset, chunk)[0].host_offset for offset in range(0, 8 * chunk, chunk)]
+    assert None not in hosts
+    assert hosts == sorted(hosts)  # type: ignore[type-var]
+
+
+def test_progress_counts_only_the_written_start_of_a_raw_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raw targets are written by the lanes out of order; progress still never reports a part of
+    the disk as done while a chunk inside it is unwritten (the third one here, held back)."""
+    src, dst = tmp_path / "src.raw", tmp_path / "dst.raw"
+    chunk = blockfmt_convert.COPY_CHUNK
+    _chunks_of_data(src, 8)
+    _slow_chunk(monkeypatch, 2)
+    unwritten_when_reported: list[tuple[float, list[int]]] = []
+
+    def progress(percent: float) -> None:
+        if 0.0 < percent < 100.0:
+            (temp,) = _leftovers(tmp_path, src)  # the target, under its temporary name
+            data = (tmp_path / temp).read_bytes()
+            done = int(8 * chunk * percent / 100)
+            missing = [i for i in range(8) if (i + 1) * chunk <= done and data[i * chunk] != i + 1]
+            unwritten_when_reported.append((percent, missing))
+
+    with blockfmt.open(src, "raw") as img:
+        convert(img, str(dst), "raw", progress=progress)
+    assert unwritten_when_reported, "no progress was reported while copying"
+    assert [missing for _, missing in unwritten_when_reported] == [[]] * len(unwritten_when_reported)
+    assert content_digest(dst, "raw") == content_digest(src, "raw")
 
 
 def test_unknown_target_format_creates_nothing(tmp_path: Path) -> None:
