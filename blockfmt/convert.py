@@ -25,12 +25,11 @@ tmpfs, 1 GiB raw to raw, system time fell from 1.5-1.8 s to 0.95-1.1 s (``qemu-i
 asks ``bytes.startswith`` of a zero buffer, a ``memcmp`` that stops at the first non-zero byte.
 
 Two things overlap what would otherwise wait on each other. Two lanes (threads) copy chunk after
-chunk, so one reads while the other writes, and raw targets are written by both at once (see
-:class:`_Copier`). And after every chunk the target's writeback is started
-(:meth:`blockfmt.Image.start_writeback`), so the device writes while the copy goes on; without it
-the closing flush found the whole output dirty and took half of the convert's time. Measured on
-ext4, 1 GiB VHDX to raw, medians of 6: 0.93 s with neither, 0.77 s with writeback, 0.63 s with
-both (``qemu-img convert -t writeback``: 1.05 s).
+chunk, so one reads while the other writes (see :class:`_Copier`). And after every chunk the
+target's writeback is started (:meth:`blockfmt.Image.start_writeback`), so the device writes
+while the copy goes on; without it the closing flush found the whole output dirty and took half
+of the convert's time. Measured on ext4, 1 GiB VHDX to raw, medians of 6: 0.93 s with neither,
+0.77 s with writeback, 0.63 s with both (``qemu-img convert -t writeback``: 1.05 s).
 
 A failed convert leaves no half-written target that could pass for complete. ``qemu-img
 convert`` leaves its partial output behind; blockfmt instead builds a regular-file target under a
@@ -170,17 +169,19 @@ class _Copier:
 
     The disk is cut into chunks (:meth:`_chunks`), numbered in disk order, and worked on by
     :data:`COPY_LANES` lanes: the calling thread and helper threads, each with its own buffer,
-    each taking the next chunk, reading it, zero-detecting it and writing it. Reads go through
-    the source image, whose lock serializes them; what a lane does with the bytes happens while
-    the other lane reads, as ``qemu-img convert`` keeps several requests in flight.
+    each taking the next chunk, reading it, zero-detecting it and writing it when its turn comes.
+    Reads go through the source image and writes through the target image, whose locks serialize
+    them, so one lane reads while the other writes, as ``qemu-img convert`` keeps requests in
+    flight, and each lane goes on by itself instead of waiting for another thread to hand it
+    work (1 GiB raw->raw beside two CPU-bound processes, rotated order, medians of 10-12: one
+    reading and one writing thread 1.73 s on ext4 and 1.83 s on tmpfs, two lanes 1.50 s and
+    1.75 s, ``qemu-img`` 1.28 s and 1.31 s).
 
-    A target whose format keeps metadata is written through its image in disk order: a lane waits
-    for its turn before writing, so blocks are allocated in the order ``qemu-img`` allocates them.
-    A raw target (the format says virtual offset = file offset) is written by the lanes in parallel
-    and straight into its file, without the image's lock: a single writing thread was what bounded
-    the copy (1 GiB raw->raw on ext4, medians of 10: 0.94 s with one reader and one writer thread,
-    0.53-0.65 s with two lanes, ``qemu-img`` 0.59-0.74 s; beside two CPU-bound processes, 16 runs:
-    1.75 s, 1.32 s, ``qemu-img`` 1.54 s).
+    Writes keep disk order, so a target's blocks are allocated in the order ``qemu-img`` allocates
+    them and progress only ever counts chunks that are written. Letting the lanes write a raw
+    file at once, in any order, was tried: the kernel serializes writes to one file on its inode
+    lock, and the waiting writer spins (``rwsem_spin_on_owner``, 23 % of the CPU time on tmpfs:
+    1.61 s of CPU against 1.24 s, for the same wall time).
 
     An error in any lane stops the others and is raised in the calling thread after every lane
     has returned: no read or write outlives the call.
@@ -198,16 +199,12 @@ class _Copier:
         self._clone_fds = self._find_clone_fds()
         #: only a target that will be flushed gains from writing back early (not ``unsafe``)
         self._flushed_at_close = not target.cache.ignores_flush
-        #: the raw target's file, written by the lanes directly; None: write through the image in order
-        self._direct_file = self._target_file if self._writes_directly() else None
         self._todo = enumerate(self._chunks())
         self._taking = threading.Lock()
         #: guards what follows; notified when the turn moves or a lane fails
         self._turn_changed = threading.Condition()
-        #: number of the first chunk not yet written; every chunk before it is
+        #: number of the next chunk to write; every chunk before it is written
         self._turn = 0
-        #: chunks written out of order (direct writes), by number, with their end offsets
-        self._written_ahead: dict[int, int] = {}
         self._error: BaseException | None = None
 
     def run(self) -> None:
@@ -261,10 +258,9 @@ class _Copier:
             if chunk.may_hold_data:
                 view = buffer[: chunk.length]
                 self._source.readinto_at(chunk.offset, view)
-            if self._direct_file is None:
-                self._wait_for_turn(index)
+            self._wait_for_turn(index)
             self._write_chunk(chunk, view)
-            self._written(index, chunk.offset + chunk.length)
+            self._pass_turn(chunk.offset + chunk.length)
 
     def _wait_for_turn(self, index: int) -> None:
         """Return once every chunk before chunk *index* is written; raise _Stopped if a lane fails."""
@@ -274,27 +270,13 @@ class _Copier:
                     raise _Stopped
                 self._turn_changed.wait()
 
-    def _written(self, index: int, end: int) -> None:
-        """Record chunk *index* (ending at *end*) as written; progress moves to the end of the
-        written prefix of the disk, so it never goes back."""
+    def _pass_turn(self, written_to: int) -> None:
+        """Report the disk written up to *written_to* (still in turn, so in order) and hand the
+        turn to the next chunk."""
+        self._reporter.advance_to(written_to)
         with self._turn_changed:
-            self._written_ahead[index] = end
-            if index != self._turn:
-                return
-            while self._turn in self._written_ahead:
-                end = self._written_ahead.pop(self._turn)
-                self._turn += 1
-            self._reporter.advance_to(end)
+            self._turn += 1
             self._turn_changed.notify_all()
-
-    def _writes_directly(self) -> bool:
-        """Whether the lanes may write the target's file themselves, in any order: the format
-        keeps no metadata (its write is the file's ``pwrite``) and no write must flush."""
-        return (
-            self._target.spec.data_only
-            and self._target_file is not None
-            and not self._target.cache.flush_every_write
-        )
 
     def _chunks(self) -> Iterator[_Chunk]:
         """Cut the source map, walked window by window, into chunks covering the disk in order."""
@@ -371,10 +353,7 @@ class _Copier:
             except OSError as err:
                 raise BlockIOError.from_os_error(err, "Could not copy image data") from err
             self._clone_fds = None  # the file system cannot; do not ask again for every run
-        if self._direct_file is not None:
-            self._direct_file.pwrite(buffer[start:end], offset)
-        else:
-            self._target.write_at(offset, buffer[start:end])
+        self._target.write_at(offset, buffer[start:end])
 
     def _find_clone_fds(self) -> tuple[int, int] | None:
         """The source and target file descriptors for cloning, or None when it cannot apply.
