@@ -249,6 +249,13 @@ def _count_reads(img: blockfmt.Image, monkeypatch: pytest.MonkeyPatch, *, fail_a
     return count
 
 
+def _chunks_of_data(path: Path, count: int) -> None:
+    """Write *count* chunks to *path*, chunk *i* filled with the byte ``i + 1``."""
+    with path.open("wb") as f:
+        for index in range(count):
+            f.write(bytes([index + 1]) * blockfmt_convert.COPY_CHUNK)
+
+
 def test_read_error_mid_copy_leaves_existing_target_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -268,17 +275,14 @@ def test_read_error_mid_copy_leaves_existing_target_untouched(
     assert _leftovers(tmp_path, src, dst) == []
 
 
-def test_write_error_mid_copy_stops_the_reader_before_convert_returns(
+def test_write_error_mid_copy_stops_every_lane_before_convert_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A target that fails on its second chunk raises its error; no chunk is written after it,
     the other lane reads at most the chunk it took, no lane thread is left when convert returns,
     the old target stays."""
     src, dst = tmp_path / "src.raw", tmp_path / "dst.raw"
-    chunk = blockfmt_convert.COPY_CHUNK
-    with src.open("wb") as f:
-        for index in range(16):  # 16 chunks of data, so the reader could run far ahead
-            f.write(bytes([index + 1]) * chunk)
+    _chunks_of_data(src, 16)  # so a lane could run far ahead
     dst.write_bytes(b"precious")
     real_write_chunk = blockfmt_convert._Copier._write_chunk
     writes = 0
@@ -313,12 +317,6 @@ def _slow_chunk(monkeypatch: pytest.MonkeyPatch, index: int) -> None:
         real_write_chunk(self, chunk, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(blockfmt_convert._Copier, "_write_chunk", write_chunk)
-
-
-def _chunks_of_data(path: Path, count: int) -> None:
-    with path.open("wb") as f:
-        for index in range(count):
-            f.write(bytes([index + 1]) * blockfmt_convert.COPY_CHUNK)
 
 
 @pytest.mark.parametrize("dst_fmt", ["vhdx", "vdi"])
